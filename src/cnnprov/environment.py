@@ -1,0 +1,80 @@
+"""Facts about the process a run executes in: who, where, with which software."""
+
+from __future__ import annotations
+
+import getpass
+import os
+import platform
+import socket
+import subprocess
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class RunEnvironment:
+    """Who ran the training, where, with which software and code."""
+
+    user: str
+    hostname: str
+    process_id: int
+    software: dict[str, str] = field(default_factory=dict)
+    git_commit: str | None = None
+    random_seed: int | None = None
+
+
+def software_versions(packages: tuple[str, ...] = ("cnnprov", "lightning", "torch")) -> dict[str, str]:
+    """Installed versions of the packages that shape a run, plus Python's."""
+    versions = {}
+    for name in packages:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    versions["python"] = platform.python_version()
+    return versions
+
+
+def git_commit(directory: str | os.PathLike = ".") -> str | None:
+    """The commit checked out in ``directory``'s git working tree, if any."""
+    try:
+        result = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(directory),
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    commit = result.stdout.strip()
+    return commit if result.returncode == 0 and commit else None
+
+
+def random_seed() -> int | None:
+    """The seed set by ``lightning.seed_everything`` (it exports ``PL_GLOBAL_SEED``)."""
+    value = os.environ.get("PL_GLOBAL_SEED")
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def current_user() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # no login name in some containers
+        return f"uid-{os.getuid()}" if hasattr(os, "getuid") else "unknown"
+
+
+def current_environment() -> RunEnvironment:
+    """Read the environment of this process (runs ``git`` once)."""
+    return RunEnvironment(
+        user=current_user(),
+        hostname=socket.gethostname(),
+        process_id=os.getpid(),
+        software=software_versions(),
+        git_commit=git_commit(),
+        random_seed=random_seed(),
+    )

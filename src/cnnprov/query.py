@@ -1,0 +1,240 @@
+"""Read a provenance store from Python: bundled queries, SPARQL, exports, rdflib.
+
+Example::
+
+    from cnnprov import ProvStore
+
+    store = ProvStore("provenance")
+    for row in store.query("best-runs", metric="val_acc"):
+        print(row["run_name"], row["best"])
+    frame = store.query("best-runs").to_dataframe()   # needs pandas
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyoxigraph as ox
+
+from .queries_library import QueryFile, QueryNotFoundError, load_query, parse_query
+from .store import open_for_reading, resolve_store_path
+from .vocab import CNNPROV_NS, PREFIXES, literal, python_value
+
+#: Export formats that pyoxigraph writes directly.
+RDF_FORMATS = {
+    "turtle": ox.RdfFormat.TURTLE,
+    "trig": ox.RdfFormat.TRIG,
+    "nquads": ox.RdfFormat.N_QUADS,
+    "jsonld": ox.RdfFormat.JSON_LD,
+}
+_RUN_PARAMETERS = ("run", "run_a", "run_b")
+
+
+class QueryError(ValueError):
+    """A query cannot run as asked: unknown query or parameter, bad value, or a syntax error."""
+
+
+class RunNotFoundError(LookupError):
+    """No run (or more than one) matches the given id."""
+
+
+@dataclass
+class QueryResult:
+    """Rows of a SELECT query with typed Python values (``int``, ``float``, ``bool``, ``datetime``, ``str``)."""
+
+    columns: list[str]
+    rows: list[tuple]
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return iter(self.to_dicts())
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def to_dicts(self) -> list[dict[str, Any]]:
+        return [dict(zip(self.columns, row)) for row in self.rows]
+
+    def column(self, name: str) -> list[Any]:
+        index = self.columns.index(name)
+        return [row[index] for row in self.rows]
+
+    def to_dataframe(self) -> Any:
+        """The rows as a pandas DataFrame (``pip install 'cnnprov[analysis]'``)."""
+        try:
+            import pandas as pd
+        except ImportError as error:
+            raise ImportError("to_dataframe needs pandas: pip install 'cnnprov[analysis]'") from error
+        return pd.DataFrame.from_records(self.rows, columns=self.columns)
+
+
+class ProvStore:
+    """A provenance store opened for reading.
+
+    Each call opens the store, answers, and lets it go, so a training process
+    can start writing to the same store between calls.
+
+    Args:
+        path: the store directory (default ``$CNNPROV_STORE`` or ``./provenance``).
+    """
+
+    def __init__(self, path: str | os.PathLike | None = None) -> None:
+        self.path = resolve_store_path(path)
+
+    def __repr__(self) -> str:
+        return f"ProvStore({str(self.path)!r})"
+
+    @contextmanager
+    def _opened(self) -> Iterator[ox.Store]:
+        store = open_for_reading(self.path)
+        try:
+            yield store
+        finally:
+            del store
+
+    # -- queries -------------------------------------------------------------
+    def query(self, name_or_path: str | Path, **params: Any) -> QueryResult:
+        """Run a bundled query (``"best-runs"``) or a ``.rq`` file, binding ``params`` as RDF terms."""
+        try:
+            query = load_query(name_or_path)
+        except QueryNotFoundError as error:
+            raise QueryError(str(error)) from None
+        with self._opened() as store:
+            bindings = self._bindings(store, query, params)
+            return _select(store, query, bindings)
+
+    def sparql(self, text: str, **params: Any) -> QueryResult:
+        """Run SPARQL text over the union of all run graphs; ``params`` bind ``?name`` variables."""
+        query = parse_query("sparql", text)
+        with self._opened() as store:
+            bindings = {ox.Variable(k): _term(v) for k, v in params.items()}
+            return _select(store, query, bindings)
+
+    def _bindings(self, store: ox.Store, query: QueryFile, params: dict[str, Any]) -> dict:
+        unknown = set(params) - set(query.parameters)
+        if unknown:
+            known = ", ".join(query.parameters) or "none"
+            raise QueryError(
+                f"query '{query.name}' has no parameter {', '.join(sorted(unknown))}; its parameters: {known}"
+            )
+        bindings = {}
+        for name, parameter in query.parameters.items():
+            value = params.get(name, parameter.default)
+            if value is None:
+                if parameter.required:
+                    raise QueryError(
+                        f"query '{query.name}' needs the parameter '{name}' ({parameter.description}): "
+                        f"pass --param {name}=VALUE"
+                    )
+                continue
+            if name in _RUN_PARAMETERS:
+                value = self._resolve_run(store, str(value))
+            bindings[ox.Variable(name)] = _term(_coerce(query.name, name, value, parameter.default))
+        return bindings
+
+    # -- runs --------------------------------------------------------------------
+    def runs(self) -> QueryResult:
+        """One row per run: id, name, status, start, end, epochs."""
+        return self.query("runs")
+
+    def resolve_run(self, run: str) -> str:
+        """The full id of the run whose id is or starts with ``run``."""
+        with self._opened() as store:
+            return self._resolve_run(store, run)
+
+    def _resolve_run(self, store: ox.Store, run: str) -> str:
+        ids = [
+            python_value(row["id"])
+            for row in store.query(
+                f"SELECT DISTINCT ?id WHERE {{ ?run <{CNNPROV_NS}runId> ?id }}", use_default_graph_as_union=True
+            )
+        ]
+        matches = [i for i in ids if i == run] or [i for i in ids if i.startswith(run)]
+        if len(matches) == 1:
+            return matches[0]
+        if not matches:
+            raise RunNotFoundError(f"no run with id '{run}' in '{self.path}'; `cnnprov runs` lists the ids")
+        raise RunNotFoundError(f"'{run}' matches {len(matches)} runs; give more of the id")
+
+    def _bundle(self, store: ox.Store, run_id: str) -> ox.NamedNode:
+        rows = list(
+            store.query(
+                f"SELECT ?g ?id WHERE {{ GRAPH ?g {{ ?g <{CNNPROV_NS}describesRun> ?run . ?run <{CNNPROV_NS}runId> ?id }} }}",
+                substitutions={ox.Variable("id"): ox.Literal(run_id)},
+            )
+        )
+        if not rows:
+            raise RunNotFoundError(f"run '{run_id}' has no record bundle in '{self.path}'")
+        return rows[0]["g"]
+
+    # -- export ------------------------------------------------------------------
+    def export(self, format: str = "turtle", run: str | None = None) -> bytes:
+        """Serialize one run (``run``) or every run as Turtle, TriG, N-Quads or JSON-LD."""
+        if format not in RDF_FORMATS:
+            raise QueryError(f"unknown export format '{format}'; choose one of {', '.join(RDF_FORMATS)}")
+        rdf_format = RDF_FORMATS[format]
+        with self._opened() as store:
+            if run is not None:
+                graph = self._bundle(store, self._resolve_run(store, run))
+                quads = list(store.quads_for_pattern(None, None, None, graph))
+            else:
+                quads = [q for q in store.quads_for_pattern(None, None, None) if q.graph_name != ox.DefaultGraph()]
+        if rdf_format.supports_datasets:
+            return ox.serialize(quads, format=rdf_format, prefixes=PREFIXES)
+        triples = list(dict.fromkeys(q.triple for q in quads))
+        return ox.serialize(triples, format=rdf_format, prefixes=PREFIXES)
+
+    # -- rdflib ----------------------------------------------------------------------
+    def dataset(self) -> Any:
+        """The store as an rdflib ``Dataset`` (through oxrdflib), for anything custom.
+
+        The dataset holds the store open, which keeps training processes from
+        writing to it: call ``.close()`` when done. Its default graph is the
+        union of the run graphs.
+        """
+        from rdflib import Dataset
+
+        from oxrdflib import OxigraphStore
+
+        dataset = Dataset(store=OxigraphStore(store=open_for_reading(self.path)), default_union=True)
+        for prefix, namespace in PREFIXES.items():
+            dataset.bind(prefix, namespace)
+        return dataset
+
+
+def _select(store: ox.Store, query: QueryFile, bindings: dict) -> QueryResult:
+    try:
+        solutions = store.query(query.text, use_default_graph_as_union=True, substitutions=bindings)
+    except SyntaxError as error:
+        raise QueryError(f"query '{query.name}' is not valid SPARQL: {error}") from None
+    except RuntimeError as error:  # e.g. a declared parameter the query does not project
+        raise QueryError(f"query '{query.name}' cannot run: {error}") from None
+    if not isinstance(solutions, ox.QuerySolutions):
+        raise QueryError(f"query '{query.name}' is not a SELECT query; cnnprov runs SELECT queries")
+    # Oxigraph binds only projected variables, so queries project their parameters;
+    # those columns repeat what the caller passed and are left out.
+    columns = [v.value for v in solutions.variables if v.value not in query.parameters]
+    rows = [tuple(python_value(solution[c]) for c in columns) for solution in solutions]
+    return QueryResult(columns, rows)
+
+
+def _coerce(query: str, name: str, value: Any, default: Any) -> Any:
+    """Values from the command line are strings: give them the type of the parameter's default."""
+    if not isinstance(value, str) or isinstance(default, (str, type(None))) or isinstance(default, bool):
+        return value
+    try:
+        return type(default)(value)
+    except ValueError:
+        raise QueryError(
+            f"parameter '{name}' of query '{query}' takes a {type(default).__name__}, got '{value}'"
+        ) from None
+
+
+def _term(value: Any) -> Any:
+    if isinstance(value, (ox.NamedNode, ox.Literal, ox.BlankNode)):
+        return value
+    return literal(value)

@@ -1,0 +1,521 @@
+"""Record one training run as W3C PROV-O, in a named graph of its own.
+
+:class:`RunRecorder` knows PROV, not Lightning: a Lightning logger, a Fabric
+loop or a plain PyTorch loop drives it with calls such as "epoch 3 started" or
+"val_acc was 0.91 at step 120". Rare events become quads at once; metric values,
+which can number millions, are buffered as tuples and become quads on the
+writer thread.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from pyoxigraph import NamedNode, Quad
+
+from .architecture import count_parameters, describe_model
+from .environment import RunEnvironment, current_environment
+from .hyperparameters import flatten_hyperparameters, scalar
+from .store import open_for_writing, release_writer, resolve_store_path
+from .vocab import (
+    CNNPROV,
+    DEFAULT_BASE,
+    MLS,
+    PROV,
+    RDF,
+    RDFS,
+    child,
+    datetime_literal,
+    double_literal,
+    integer_literal,
+    iri,
+    iri_segment,
+    literal,
+    string_literal,
+)
+from .writer import DEFAULT_MAX_BUFFERED, QuadWriter, Replace
+
+#: Run statuses as recorded (Lightning's ``finalize`` gives the last three).
+RUNNING, SUCCESS, FAILED, FINISHED = "running", "success", "failed", "finished"
+
+
+class _MetricRow(tuple):
+    """(metrics, step, time, generating epoch or None) as buffered on the hot path."""
+
+    __slots__ = ()
+
+
+class RunRecorder:
+    """Record one training run as PROV-O quads in an Oxigraph store.
+
+    Args:
+        store: directory of the embedded store (default ``$CNNPROV_STORE`` or
+            ``./provenance``), created on first use.
+        name: a human name for the run (default: the run id's first 8 characters).
+        run_id: the run's UUID (default: a new one).
+        base: namespace under which the run's IRIs are minted.
+        max_buffered: buffered records after which a write is started early.
+
+    Example::
+
+        recorder = RunRecorder("provenance", name="baseline")
+        recorder.start()
+        recorder.log_plan("my_pkg.MyNet")
+        recorder.log_hyperparameters({"lr": 0.01})
+        recorder.epoch_started(0)
+        recorder.log_metrics({"loss": 0.7}, step=0)
+        recorder.epoch_ended(0)
+        recorder.finish("success")
+    """
+
+    def __init__(
+        self,
+        store: str | os.PathLike | None = None,
+        *,
+        name: str | None = None,
+        run_id: str | None = None,
+        base: str = DEFAULT_BASE,
+        max_buffered: int = DEFAULT_MAX_BUFFERED,
+    ) -> None:
+        self.store_path = resolve_store_path(store)
+        self.run_id = run_id or str(uuid.uuid4())
+        self.name = name or self.run_id[:8]
+        self.base = base
+        self.run = iri(base, "run", iri_segment(self.run_id))
+        self.bundle = iri(base, "bundle", iri_segment(self.run_id))
+        self._max_buffered = max_buffered
+        self._writer: QuadWriter | None = None
+        self._lock = threading.Lock()
+        self.started_at: float | None = None
+        self.status: str | None = None
+        self._current_epoch: int | None = None
+        self._epochs: dict[int, float] = {}
+        self._checkpoint: NamedNode | None = None
+        self._checkpoint_count = 0
+        self._lr_settings: dict[tuple[int, int], tuple[NamedNode, float]] = {}
+        self._adaptations = 0
+        self._optimizers: dict[int, NamedNode] = {}
+        # writer-thread state for metric conversion
+        self._metric_count = 0
+        self._measures: set[str] = set()
+
+    # -- lifecycle ---------------------------------------------------------
+    @property
+    def started(self) -> bool:
+        return self._writer is not None
+
+    def start(self, environment: RunEnvironment | None = None, start_time: float | None = None) -> None:
+        """Open the store and record the run and its agents.
+
+        Idempotent; after :meth:`close` it reopens the store and continues the
+        same run (``fit`` then ``test``).
+        """
+        with self._lock:
+            if self._writer is not None:
+                return
+            store = open_for_writing(self.store_path, run_id=self.run_id)
+            self._writer = QuadWriter(store, convert=self._metric_quads, max_buffered=self._max_buffered)
+            if self.started_at is not None:
+                return
+        self.started_at = start_time or time.time()
+        self.status = RUNNING
+        env = environment or current_environment()
+        run, bundle = self.run, self.bundle
+        add = self._add
+        for cls in (PROV.Activity, MLS.Run, CNNPROV.TrainingRun):
+            add(run, RDF.type, cls)
+        add(run, RDFS.label, string_literal(self.name))
+        add(run, CNNPROV.runId, string_literal(self.run_id))
+        add(run, PROV.startedAtTime, datetime_literal(self.started_at))
+        add(run, CNNPROV.status, string_literal(RUNNING))
+        add(run, CNNPROV.hostname, string_literal(env.hostname))
+        add(run, CNNPROV.processId, integer_literal(env.process_id))
+        if env.random_seed is not None:
+            add(run, CNNPROV.randomSeed, integer_literal(env.random_seed))
+        if env.git_commit:
+            add(run, CNNPROV.gitCommit, string_literal(env.git_commit))
+        for cls in (PROV.Entity, PROV.Bundle, CNNPROV.RunBundle):
+            add(bundle, RDF.type, cls)
+        add(bundle, CNNPROV.describesRun, run)
+
+        user = iri(self.base, "agent", "person", iri_segment(env.user))
+        self._agent(user, PROV.Person, env.user)
+        for software, version in env.software.items():
+            agent = iri(self.base, "agent", "software", iri_segment(software), iri_segment(version))
+            self._agent(agent, PROV.SoftwareAgent, software)
+            add(agent, CNNPROV.softwareVersion, string_literal(version))
+            if software == "cnnprov":
+                add(bundle, PROV.wasAttributedTo, agent)
+        association = self._user_association
+        add(run, PROV.qualifiedAssociation, association)
+        add(association, RDF.type, PROV.Association)
+        add(association, PROV.agent, user)
+        self.flush()
+
+    @property
+    def _user_association(self) -> NamedNode:
+        return child(self.run, "association", "user")
+
+    def log_plan(self, plan: str) -> None:
+        """Record the code the run executed (e.g. the LightningModule class) as its plan."""
+        plan_node = iri(self.base, "plan", iri_segment(plan))
+        add = self._add
+        for cls in (PROV.Entity, PROV.Plan, MLS.Implementation, CNNPROV.LightningModuleClass):
+            add(plan_node, RDF.type, cls)
+        add(plan_node, RDFS.label, string_literal(plan.rsplit(".", 1)[-1]))
+        add(plan_node, CNNPROV.pythonClass, string_literal(plan))
+        add(self._user_association, PROV.hadPlan, plan_node)
+        add(self.run, MLS.executes, plan_node)
+
+    def _agent(self, agent: NamedNode, kind: NamedNode, label: str) -> None:
+        self._add(agent, RDF.type, PROV.Agent)
+        self._add(agent, RDF.type, kind)
+        self._add(agent, RDFS.label, string_literal(label))
+        self._add(self.run, PROV.wasAssociatedWith, agent)
+
+    def finish(self, status: str = SUCCESS, error: BaseException | None = None) -> None:
+        """Record the end of the run (or of its latest stage) and store everything buffered.
+
+        Safe to call more than once: a later call (``fit`` then ``test``) moves
+        the end time and status forward. Keeps the store open for further stages;
+        :meth:`close` releases it.
+        """
+        if self._writer is None:
+            return
+        ended = time.time()
+        if self._current_epoch is not None and self._current_epoch in self._epochs:
+            self.epoch_ended(self._current_epoch, ended)
+        self._current_epoch = None
+        if self.status == FAILED and status != FAILED:
+            status = FAILED  # a later clean stage does not undo a failure
+        self.status = status
+        run, graph = self.run, self.bundle
+        self._writer.append(Replace(run, CNNPROV.status, graph, (string_literal(status),)))
+        self._writer.append(Replace(run, PROV.endedAtTime, graph, (datetime_literal(ended),)))
+        self._writer.append(
+            Replace(run, CNNPROV.durationSeconds, graph, (double_literal(ended - (self.started_at or ended)),))
+        )
+        if error is not None:
+            self._writer.append(Replace(run, CNNPROV.errorType, graph, (string_literal(type(error).__qualname__),)))
+            self._writer.append(Replace(run, CNNPROV.errorMessage, graph, (string_literal(str(error)),)))
+        if self._checkpoint is not None:
+            self._add(run, MLS.hasOutput, self._checkpoint)
+        self.flush()
+
+    def close(self) -> None:
+        """Store everything buffered and release the store. Safe to call twice."""
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.close()
+            release_writer(self.store_path)
+
+    def flush(self, wait: bool = True) -> None:
+        """Hand buffered records to the writer; with ``wait``, return once they are durable."""
+        if self._writer is not None:
+            self._writer.flush(wait=wait)
+
+    # -- what the run used -------------------------------------------------
+    def log_hyperparameters(self, params: Any, source: str | None = None) -> None:
+        """Record hyperparameters (nested ones flattened to dotted paths) as ML Schema settings."""
+        for path, value in flatten_hyperparameters(params):
+            self._setting(self.run, path, value, path)
+
+    def _setting(self, owner: NamedNode, key: str, value: Any, hyperparameter: str) -> NamedNode:
+        setting = child(owner, "setting", key)
+        parameter = iri(self.base, "hyperparameter", iri_segment(hyperparameter))
+        add = self._add
+        add(setting, RDF.type, PROV.Entity)
+        add(setting, RDF.type, MLS.HyperParameterSetting)
+        add(setting, MLS.specifiedBy, parameter)
+        add(setting, MLS.hasValue, literal(scalar(value)))
+        if owner != self.run:
+            add(setting, CNNPROV.settingOf, owner)
+        add(parameter, RDF.type, MLS.HyperParameter)
+        add(parameter, RDFS.label, string_literal(hyperparameter))
+        add(self.run, PROV.used, setting)
+        add(self.run, MLS.hasInput, setting)
+        return setting
+
+    def log_architecture(self, model: Any) -> None:
+        """Record a torch model's leaf layers, in order, with their own hyperparameters."""
+        add = self._add
+        architecture = child(self.run, "architecture")
+        for cls in (PROV.Entity, PROV.Collection, CNNPROV.Architecture):
+            add(architecture, RDF.type, cls)
+        model_class = type(model)
+        add(architecture, CNNPROV.pythonClass, string_literal(f"{model_class.__module__}.{model_class.__qualname__}"))
+        total, trainable = count_parameters(model)
+        add(architecture, CNNPROV.parameterCount, integer_literal(total))
+        add(architecture, CNNPROV.trainableParameterCount, integer_literal(trainable))
+        add(self.run, PROV.used, architecture)
+        for layer in describe_model(model):
+            node = child(self.run, "layer", str(layer.index))
+            for cls in (PROV.Entity, CNNPROV.Layer, getattr(CNNPROV, layer.kind)):
+                add(node, RDF.type, cls)
+            add(architecture, PROV.hadMember, node)
+            add(node, CNNPROV.layerIndex, integer_literal(layer.index))
+            add(node, CNNPROV.layerName, string_literal(layer.name))
+            add(node, CNNPROV.pythonClass, string_literal(layer.python_class))
+            add(node, CNNPROV.parameterCount, integer_literal(layer.parameter_count))
+            add(node, CNNPROV.trainableParameterCount, integer_literal(layer.trainable_parameter_count))
+            for prop, value in layer.settings.items():
+                add(node, getattr(CNNPROV, prop), literal(value))
+
+    def log_optimizer(self, index: int, optimizer: Any) -> NamedNode:
+        """Record an optimizer's class and every param-group setting (``params`` aside)."""
+        node = child(self.run, "optimizer", str(index))
+        self._optimizers[index] = node
+        add = self._add
+        for cls in (PROV.Entity, PROV.Collection, CNNPROV.Optimizer):
+            add(node, RDF.type, cls)
+        add(node, CNNPROV.pythonClass, string_literal(_class_path(optimizer)))
+        add(self.run, PROV.used, node)
+        for group_index, group in enumerate(optimizer.param_groups):
+            group_node = child(node, "group", str(group_index))
+            add(group_node, RDF.type, PROV.Entity)
+            add(group_node, RDF.type, CNNPROV.ParameterGroup)
+            add(group_node, CNNPROV.parameterGroupIndex, integer_literal(group_index))
+            add(node, PROV.hadMember, group_node)
+            for key, value in group.items():
+                if key == "params":
+                    continue
+                setting = self._setting(group_node, key, value, f"optimizer.{key}")
+                if key == "lr":
+                    self._lr_settings[(index, group_index)] = (setting, value)
+        return node
+
+    def log_scheduler(
+        self,
+        index: int,
+        scheduler: Any,
+        optimizer_index: int = 0,
+        interval: str | None = None,
+        frequency: int | None = None,
+    ) -> None:
+        """Record a learning-rate scheduler, its settings and the optimizer it adjusts."""
+        node = child(self.run, "scheduler", str(index))
+        add = self._add
+        add(node, RDF.type, PROV.Entity)
+        add(node, RDF.type, CNNPROV.LearningRateScheduler)
+        add(node, CNNPROV.pythonClass, string_literal(_class_path(scheduler)))
+        if interval:
+            add(node, CNNPROV.schedulerInterval, string_literal(interval))
+        if frequency is not None:
+            add(node, CNNPROV.schedulerFrequency, integer_literal(frequency))
+        if optimizer_index in self._optimizers:
+            add(node, CNNPROV.adjusts, self._optimizers[optimizer_index])
+        add(self.run, PROV.used, node)
+        state = scheduler.state_dict() if hasattr(scheduler, "state_dict") else {}
+        for key, value in state.items():
+            if key.startswith("_") or key in ("last_epoch", "_last_lr", "base_lrs", "optimizer"):
+                continue
+            if callable(value) or isinstance(value, (dict, list)) and len(value) > 64:
+                continue
+            self._setting(node, key, value, f"scheduler.{key}")
+
+    def learning_rate_changed(
+        self, optimizer_index: int, group_index: int, new_lr: float, epoch: int | None, step: int | None
+    ) -> None:
+        """Record a learning-rate change as a new setting derived from the previous one."""
+        previous = self._lr_settings.get((optimizer_index, group_index))
+        if previous is None or previous[1] == new_lr:
+            return
+        self._adaptations += 1
+        now = time.time()
+        at = datetime_literal(now)
+        add = self._add
+        adaptation = child(self.run, "adaptation", str(self._adaptations))
+        add(adaptation, RDF.type, PROV.Activity)
+        add(adaptation, RDF.type, CNNPROV.LearningRateAdaptation)
+        add(adaptation, CNNPROV.partOfRun, self.run)
+        add(adaptation, PROV.startedAtTime, at)
+        add(adaptation, PROV.endedAtTime, at)
+        add(adaptation, PROV.used, previous[0])
+        group = child(self._optimizers[optimizer_index], "group", str(group_index))
+        setting = child(group, "setting", "lr", str(self._adaptations))
+        for cls in (PROV.Entity, MLS.HyperParameterSetting):
+            add(setting, RDF.type, cls)
+        add(setting, MLS.specifiedBy, iri(self.base, "hyperparameter", "optimizer.lr"))
+        add(setting, MLS.hasValue, literal(float(new_lr)))
+        add(setting, CNNPROV.settingOf, group)
+        add(setting, PROV.wasDerivedFrom, previous[0])
+        add(setting, PROV.wasGeneratedBy, adaptation)
+        add(setting, PROV.generatedAtTime, at)
+        add(self.run, PROV.used, setting)
+        for node in (adaptation, setting):
+            if epoch is not None:
+                add(node, CNNPROV.atEpoch, integer_literal(epoch))
+            if step is not None:
+                add(node, CNNPROV.atStep, integer_literal(step))
+        self._lr_settings[(optimizer_index, group_index)] = (setting, new_lr)
+
+    def log_dataset(
+        self,
+        role: str,
+        dataset_class: str | None = None,
+        sample_count: int | None = None,
+        batch_size: int | None = None,
+        batch_count: int | None = None,
+    ) -> None:
+        """Record the data a stage used (role: train, validation, test or predict)."""
+        node = child(self.run, "data", role)
+        add = self._add
+        add(node, RDF.type, PROV.Entity)
+        add(node, RDF.type, MLS.Dataset)
+        add(node, CNNPROV.dataRole, string_literal(role))
+        if dataset_class:
+            add(node, CNNPROV.pythonClass, string_literal(dataset_class))
+            add(node, RDFS.label, string_literal(dataset_class.rsplit(".", 1)[-1]))
+        for prop, value in (
+            (CNNPROV.sampleCount, sample_count),
+            (CNNPROV.batchSize, batch_size),
+            (CNNPROV.batchCount, batch_count),
+        ):
+            if value is not None:
+                add(node, prop, integer_literal(value))
+        add(self.run, PROV.used, node)
+        add(self.run, MLS.hasInput, node)
+
+    # -- what happens during training ----------------------------------------
+    def epoch_started(self, index: int, when: float | None = None) -> None:
+        """An epoch began. Everything recorded before it is durable when this returns."""
+        self.flush(wait=True)
+        when = when or time.time()
+        self._epochs[index] = when
+        self._current_epoch = index
+        epoch = child(self.run, "epoch", str(index))
+        add = self._add
+        add(epoch, RDF.type, PROV.Activity)
+        add(epoch, RDF.type, CNNPROV.Epoch)
+        add(epoch, CNNPROV.epochIndex, integer_literal(index))
+        add(epoch, CNNPROV.partOfRun, self.run)
+        add(epoch, PROV.startedAtTime, datetime_literal(when))
+        if index - 1 in self._epochs:
+            add(epoch, PROV.wasInformedBy, child(self.run, "epoch", str(index - 1)))
+
+    def epoch_ended(self, index: int, when: float | None = None) -> None:
+        """An epoch ended; its records start on their way to the store without waiting."""
+        started = self._epochs.get(index)
+        if started is None:
+            return
+        when = when or time.time()
+        epoch = child(self.run, "epoch", str(index))
+        self._add(epoch, PROV.endedAtTime, datetime_literal(when))
+        self._add(epoch, CNNPROV.durationSeconds, double_literal(when - started))
+        self.flush(wait=False)
+
+    def stage_ended(self) -> None:
+        """Training stopped: later metrics (test, validate) belong to the run, not an epoch."""
+        self._current_epoch = None
+
+    def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
+        """Buffer metric values (the hot path: one tuple append).
+
+        An ``epoch`` key, as Lightning adds, gives the values' epoch and is not
+        itself stored as a metric.
+        """
+        writer = self._writer
+        if writer is not None:
+            writer.append(_MetricRow((metrics, step, time.time(), self._current_epoch)))
+
+    def log_checkpoint(
+        self,
+        path: str | os.PathLike,
+        epoch: int | None = None,
+        step: int | None = None,
+        monitor: str | None = None,
+        score: float | None = None,
+    ) -> NamedNode:
+        """Record a checkpoint file: size, sha256, score, the epoch that wrote it, and its predecessor."""
+        file = Path(path)
+        self._checkpoint_count += 1
+        node = child(self.run, "checkpoint", str(self._checkpoint_count))
+        add = self._add
+        for cls in (PROV.Entity, MLS.Model, CNNPROV.Checkpoint):
+            add(node, RDF.type, cls)
+        add(node, CNNPROV.filePath, string_literal(str(file.resolve())))
+        add(node, PROV.generatedAtTime, datetime_literal(time.time()))
+        if file.is_file():
+            add(node, CNNPROV.fileSizeBytes, integer_literal(file.stat().st_size))
+            add(node, CNNPROV.sha256, string_literal(file_sha256(file)))
+        if monitor:
+            add(node, CNNPROV.monitoredMetric, string_literal(monitor))
+        if score is not None:
+            add(node, CNNPROV.monitoredScore, double_literal(score))
+        if epoch is not None:
+            add(node, CNNPROV.atEpoch, integer_literal(epoch))
+        if step is not None:
+            add(node, CNNPROV.atStep, integer_literal(step))
+        generator = child(self.run, "epoch", str(epoch)) if epoch in self._epochs else self.run
+        add(node, PROV.wasGeneratedBy, generator)
+        if self._checkpoint is not None:
+            add(node, PROV.wasDerivedFrom, self._checkpoint)
+        self._checkpoint = node
+        return node
+
+    # -- quads -------------------------------------------------------------
+    def _add(self, subject: NamedNode, predicate: NamedNode, obj: Any) -> None:
+        if self._writer is not None:
+            self._writer.append(Quad(subject, predicate, obj, self.bundle))
+
+    def _metric_quads(self, row: Any) -> Iterable[Quad]:
+        """Writer thread: one buffered ``log_metrics`` call → quads."""
+        metrics, step, when, generating_epoch = row
+        graph = self.bundle
+        at = datetime_literal(when)
+        epoch_value = metrics.get("epoch")
+        generator = self.run if generating_epoch is None else child(self.run, "epoch", str(generating_epoch))
+        quads = []
+        for name, value in metrics.items():
+            if name == "epoch":
+                continue
+            number = _as_float(value)
+            if number is None:
+                continue
+            name = str(name)
+            measure = iri(self.base, "measure", iri_segment(name))
+            if name not in self._measures:
+                self._measures.add(name)
+                quads.append(Quad(measure, RDF.type, MLS.EvaluationMeasure, graph))
+                quads.append(Quad(measure, RDFS.label, string_literal(name), graph))
+            self._metric_count += 1
+            node = child(self.run, "value", str(self._metric_count))
+            quads.append(Quad(node, RDF.type, PROV.Entity, graph))
+            quads.append(Quad(node, RDF.type, MLS.ModelEvaluation, graph))
+            quads.append(Quad(node, MLS.specifiedBy, measure, graph))
+            quads.append(Quad(node, MLS.hasValue, double_literal(number), graph))
+            quads.append(Quad(node, PROV.generatedAtTime, at, graph))
+            quads.append(Quad(node, PROV.wasGeneratedBy, generator, graph))
+            if step is not None:
+                quads.append(Quad(node, CNNPROV.atStep, integer_literal(step), graph))
+            if epoch_value is not None:
+                quads.append(Quad(node, CNNPROV.atEpoch, integer_literal(int(epoch_value)), graph))
+        return quads
+
+
+def _as_float(value: Any) -> float | None:
+    try:
+        return float(value.item() if hasattr(value, "item") else value)
+    except (TypeError, ValueError, RuntimeError):
+        return None
+
+
+def _class_path(obj: Any) -> str:
+    cls = type(obj)
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def file_sha256(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(chunk_size):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -1,0 +1,168 @@
+"""Opening the embedded Oxigraph store: where it lives, who holds it, and clear errors.
+
+A store is one directory (RocksDB underneath) shared by every run. RocksDB lets
+one process open it for writing at a time; a training process holds it for the
+length of a run, and readers open it briefly. While a writer holds the lock,
+the directory advertises it in ``cnnprov-writer.json`` so the error a second
+process sees can say who holds it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from pathlib import Path
+
+from pyoxigraph import Store
+
+#: Environment variable that overrides the default store location.
+STORE_ENV = "CNNPROV_STORE"
+#: The store the logger writes to and the CLI reads from unless told otherwise.
+DEFAULT_STORE = "provenance"
+_WRITER_FILE = "cnnprov-writer.json"
+_ROCKSDB_MARKER = "CURRENT"
+
+
+class StoreError(OSError):
+    """A provenance store cannot be opened; the message says why and what to do."""
+
+
+class StoreNotFoundError(StoreError):
+    pass
+
+
+class StoreLockedError(StoreError):
+    pass
+
+
+def default_store_path() -> Path:
+    """``$CNNPROV_STORE`` if set, else ``./provenance``."""
+    return Path(os.environ.get(STORE_ENV) or DEFAULT_STORE)
+
+
+def resolve_store_path(path: str | os.PathLike | None) -> Path:
+    return Path(path) if path not in (None, "") else default_store_path()
+
+
+def is_store(path: Path) -> bool:
+    return (path / _ROCKSDB_MARKER).is_file()
+
+
+def open_for_writing(path: str | os.PathLike | None, run_id: str = "", wait_s: float = 5.0) -> Store:
+    """Open (creating if needed) a store for writing and advertise this process as its writer.
+
+    Waits up to ``wait_s`` seconds for a short-lived reader to let go of the lock.
+    """
+    target = resolve_store_path(path)
+    _check_writable_location(target)
+    store = _open_waiting(target, wait_s)
+    _advertise_writer(target, run_id)
+    return store
+
+
+def release_writer(path: str | os.PathLike | None) -> None:
+    """Remove this process's writer advertisement (call after dropping the store)."""
+    marker = resolve_store_path(path) / _WRITER_FILE
+    info = _read_writer(marker.parent)
+    if info and info.get("pid") == os.getpid() and info.get("host") == socket.gethostname():
+        marker.unlink(missing_ok=True)
+
+
+def open_for_reading(path: str | os.PathLike | None, wait_s: float = 2.0) -> Store:
+    """Open an existing store to read it.
+
+    The store is opened read-write, which is only possible while no training
+    process writes to it; that makes what it reads well defined.
+    """
+    target = resolve_store_path(path)
+    if not target.exists():
+        raise StoreNotFoundError(
+            f"no provenance store at '{target}': train with ProvLogger(store='{target}') "
+            f"or pass --store with the directory a run wrote to"
+        )
+    if not target.is_dir() or not is_store(target):
+        raise StoreNotFoundError(
+            f"'{target}' is not a provenance store (expected a directory written by cnnprov); "
+            f"pass --store with the directory a run wrote to"
+        )
+    return _open_waiting(target, wait_s)
+
+
+def _open_waiting(target: Path, wait_s: float) -> Store:
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            return Store(str(target))
+        except OSError as error:
+            if not _is_lock_error(error):
+                raise StoreError(f"cannot open the provenance store at '{target}': {error}") from error
+            if time.monotonic() >= deadline:
+                raise StoreLockedError(_locked_message(target)) from None
+            time.sleep(0.05)
+
+
+def _is_lock_error(error: OSError) -> bool:
+    text = str(error)
+    return "LOCK" in text and ("lock" in text.lower())
+
+
+def _locked_message(target: Path) -> str:
+    info = _read_writer(target)
+    if info:
+        holder = (
+            f"process {info.get('pid')} on {info.get('host')}"
+            + (f" (run {info['run_id']})" if info.get("run_id") else "")
+            + (f", since {info['since']}" if info.get("since") else "")
+        )
+    else:
+        holder = "another process"
+    return (
+        f"the provenance store '{target}' is in use by {holder}. An embedded store has one "
+        f"writer at a time: wait for that run to finish, or log this run to another store "
+        f"(ProvLogger(store='other-dir')) and merge later with `cnnprov export`."
+    )
+
+
+def _check_writable_location(target: Path) -> None:
+    if target.exists() and not target.is_dir():
+        raise StoreError(
+            f"cannot use '{target}' as a provenance store: it is a file, not a directory. "
+            f"Choose a directory path, e.g. ProvLogger(store='provenance')"
+        )
+    if target.is_dir() and any(target.iterdir()) and not is_store(target):
+        raise StoreError(
+            f"cannot use '{target}' as a provenance store: the directory holds other files. "
+            f"Choose an empty or new directory"
+        )
+    existing = target if target.exists() else _nearest_existing_parent(target)
+    if not os.access(existing, os.W_OK):
+        raise StoreError(
+            f"cannot create or write the provenance store at '{target}': '{existing}' is not "
+            f"writable. Choose a directory you can write to"
+        )
+
+
+def _nearest_existing_parent(target: Path) -> Path:
+    for parent in target.absolute().parents:
+        if parent.exists():
+            return parent
+    return Path("/")
+
+
+def _advertise_writer(target: Path, run_id: str) -> None:
+    info = {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "run_id": run_id,
+        "since": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    (target / _WRITER_FILE).write_text(json.dumps(info))
+
+
+def _read_writer(target: Path) -> dict | None:
+    try:
+        return json.loads((target / _WRITER_FILE).read_text())
+    except (OSError, ValueError):
+        return None

@@ -1,0 +1,202 @@
+"""The one place that builds IRIs and RDF literals.
+
+Every term cnnprov writes is named here: the PROV-O and ML Schema terms it
+uses, and the terms of its own ontology (``ontologies/cnnprov.ttl``). Nothing
+else in the package writes an IRI string or builds a literal by hand.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+from typing import Any
+from urllib.parse import quote
+
+from pyoxigraph import Literal, NamedNode
+
+PROV_NS = "http://www.w3.org/ns/prov#"
+MLS_NS = "http://www.w3.org/ns/mls#"
+CNNPROV_NS = "https://w3id.org/cnnprov/ns#"
+XSD_NS = "http://www.w3.org/2001/XMLSchema#"
+RDF_NS = "http://www.w3.org/1999/02/22-rdf-syntax-ns#"
+RDFS_NS = "http://www.w3.org/2000/01/rdf-schema#"
+
+#: Where run IRIs are minted unless the user chooses another base.
+DEFAULT_BASE = "https://w3id.org/cnnprov/id/"
+
+PREFIXES = {
+    "prov": PROV_NS,
+    "mls": MLS_NS,
+    "cnnprov": CNNPROV_NS,
+    "xsd": XSD_NS,
+    "rdf": RDF_NS,
+    "rdfs": RDFS_NS,
+}
+
+
+class _Namespace:
+    """Attribute access to the terms of one namespace, as pyoxigraph nodes."""
+
+    def __init__(self, iri: str, terms: str) -> None:
+        self.iri = iri
+        self.terms = frozenset(terms.split())
+        for name in self.terms:
+            setattr(self, name, NamedNode(iri + name))
+
+    def __getattr__(self, name: str) -> NamedNode:
+        # Only reached for names not declared above: a typo is an error, not a new term.
+        raise AttributeError(f"{name!r} is not a term cnnprov uses from {self.iri}")
+
+
+RDF = _Namespace(RDF_NS, "type nil")
+RDFS = _Namespace(RDFS_NS, "label comment")
+
+PROV = _Namespace(
+    PROV_NS,
+    """
+    Activity Entity Agent Person SoftwareAgent Plan Bundle Collection
+    Association Usage Generation
+    startedAtTime endedAtTime generatedAtTime atTime
+    used wasGeneratedBy wasAssociatedWith wasInformedBy wasDerivedFrom
+    wasAttributedTo hadMember generated
+    qualifiedAssociation qualifiedUsage qualifiedGeneration agent entity activity hadPlan hadRole
+    """,
+)
+
+MLS = _Namespace(
+    MLS_NS,
+    """
+    Run Model ModelEvaluation EvaluationMeasure HyperParameter HyperParameterSetting
+    Dataset Implementation
+    specifiedBy hasValue hasInput hasOutput executes hasHyperParameter
+    """,
+)
+
+CNNPROV = _Namespace(
+    CNNPROV_NS,
+    """
+    TrainingRun Epoch LearningRateAdaptation RunBundle
+    LightningModuleClass Architecture Layer
+    ConvolutionLayer PoolingLayer DropoutLayer ActivationLayer LinearLayer
+    NormalizationLayer FlattenLayer EmbeddingLayer RecurrentLayer OtherLayer
+    Optimizer ParameterGroup LearningRateScheduler Checkpoint
+    runId status errorType errorMessage hostname processId randomSeed gitCommit
+    softwareVersion describesRun partOfRun
+    epochIndex durationSeconds atEpoch atStep
+    pythonClass settingOf parameterGroupIndex adjusts schedulerInterval schedulerFrequency
+    layerIndex layerName inChannels outChannels kernelSize stride padding dilation groups
+    dropoutRate activationFunction inFeatures outFeatures hasBias numFeatures epsilon
+    normMomentum affine outputSize parameterCount trainableParameterCount
+    dataRole sampleCount batchSize batchCount
+    filePath fileSizeBytes sha256 monitoredMetric monitoredScore
+    """,
+)
+
+_XSD_STRING = NamedNode(XSD_NS + "string")
+_XSD_DATETIME = NamedNode(XSD_NS + "dateTime")
+_XSD_DOUBLE = NamedNode(XSD_NS + "double")
+_XSD_INTEGER = NamedNode(XSD_NS + "integer")
+
+
+def iri_segment(text: str) -> str:
+    """Encode any string as one IRI path segment.
+
+    Percent-encoding everything but unreserved characters (``%`` included) is
+    reversible, so distinct strings always give distinct segments (the empty
+    string gives an empty segment, which no other string gives).
+    """
+    return quote(text, safe="-._~", errors="surrogatepass")
+
+
+def iri(base: str, *segments: str) -> NamedNode:
+    """An IRI under ``base`` made of already-encoded path segments."""
+    return NamedNode(base + "/".join(segments))
+
+
+def child(parent: NamedNode, *segments: str) -> NamedNode:
+    """An IRI nested under ``parent`` (segments are encoded here)."""
+    return NamedNode(parent.value + "/" + "/".join(iri_segment(s) for s in segments))
+
+
+def _clean_text(text: str) -> str:
+    # Lone surrogates cannot be stored as UTF-8; keep them visible instead of failing.
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def datetime_literal(timestamp: float) -> Literal:
+    """An ``xsd:dateTime`` with UTC timezone from a POSIX timestamp."""
+    moment = _dt.datetime.fromtimestamp(timestamp, _dt.timezone.utc)
+    return Literal(moment.isoformat(), datatype=_XSD_DATETIME)
+
+
+def double_literal(value: float) -> Literal:
+    """An ``xsd:double``; NaN and infinities use XSD's ``NaN``/``INF``/``-INF``."""
+    return Literal(float(value))
+
+
+def integer_literal(value: int) -> Literal:
+    return Literal(int(value))
+
+
+def string_literal(value: str) -> Literal:
+    return Literal(_clean_text(value))
+
+
+def literal(value: Any) -> Literal | NamedNode:
+    """Convert a plain Python value to a typed RDF term.
+
+    ``bool`` → ``xsd:boolean``, ``int`` → ``xsd:integer``, ``float`` →
+    ``xsd:double``, ``datetime`` → ``xsd:dateTime``, ``None`` → ``rdf:nil``;
+    anything else becomes its string (never an error).
+    """
+    if value is None:
+        return RDF.nil
+    if isinstance(value, bool):
+        return Literal(value)
+    if isinstance(value, int):
+        return Literal(value)
+    if isinstance(value, float):
+        return double_literal(value)
+    if isinstance(value, _dt.datetime):
+        if value.tzinfo is None:
+            value = value.astimezone()
+        return Literal(value.isoformat(), datatype=_XSD_DATETIME)
+    if isinstance(value, str):
+        return string_literal(value)
+    return string_literal(str(value))
+
+
+def python_value(term: Any) -> Any:
+    """Convert an RDF term read from the store back to a Python value.
+
+    The inverse of :func:`literal` for the datatypes it writes; IRIs become
+    their string, other literals their lexical form.
+    """
+    if term is None:
+        return None
+    if isinstance(term, NamedNode):
+        return None if term == RDF.nil else term.value
+    if not isinstance(term, Literal):
+        return str(term)
+    datatype = term.datatype.value
+    text = term.value
+    if datatype == _XSD_INTEGER.value or datatype in _INTEGER_TYPES:
+        return int(text)
+    if datatype in _FLOAT_TYPES:
+        return _parse_double(text)
+    if datatype == XSD_NS + "decimal":
+        return float(text)
+    if datatype == XSD_NS + "boolean":
+        return text in ("true", "1")
+    if datatype == _XSD_DATETIME.value:
+        return _dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return text
+
+
+_INTEGER_TYPES = {XSD_NS + t for t in ("long", "int", "short", "nonNegativeInteger", "positiveInteger")}
+_FLOAT_TYPES = {XSD_NS + "double", XSD_NS + "float"}
+
+
+def _parse_double(text: str) -> float:
+    special = {"NaN": math.nan, "INF": math.inf, "+INF": math.inf, "-INF": -math.inf}
+    return special[text] if text in special else float(text)
