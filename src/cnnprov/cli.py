@@ -168,13 +168,14 @@ def _demo(args: argparse.Namespace) -> int:
     import logging
     import warnings
 
+    from .demo import default_grid, run_sweep
     from .store import resolve_store_path
 
     # The demo prints its own progress; Lightning's per-run banners would drown it.
-    logging.getLogger("lightning").setLevel(logging.ERROR)
-    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    # (Lightning sets its loggers' levels when imported, so this comes after the import.)
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", module="lightning")
-    from .demo import default_grid, run_sweep
     from .formatting import to_table
     from .query import ProvStore
 

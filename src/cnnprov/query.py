@@ -84,12 +84,25 @@ class ProvStore:
 
     def __init__(self, path: str | os.PathLike | None = None) -> None:
         self.path = resolve_store_path(path)
+        self._held: ox.Store | None = None
 
     def __repr__(self) -> str:
         return f"ProvStore({str(self.path)!r})"
 
+    def __enter__(self) -> ProvStore:
+        """Hold the store open across many calls (faster; keeps writers out until exit)."""
+        if self._held is None:
+            self._held = open_for_reading(self.path)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._held = None
+
     @contextmanager
     def _opened(self) -> Iterator[ox.Store]:
+        if self._held is not None:
+            yield self._held
+            return
         store = open_for_reading(self.path)
         try:
             yield store
@@ -193,14 +206,15 @@ class ProvStore:
         """The store as an rdflib ``Dataset`` (through oxrdflib), for anything custom.
 
         The dataset holds the store open, which keeps training processes from
-        writing to it: call ``.close()`` when done. Its default graph is the
-        union of the run graphs.
+        writing to it: call ``.close()`` when done, or use it inside
+        ``with ProvStore(...) as store:``, where it shares the held store with
+        :meth:`query`. Its default graph is the union of the run graphs.
         """
+        from oxrdflib import OxigraphStore
         from rdflib import Dataset
 
-        from oxrdflib import OxigraphStore
-
-        dataset = Dataset(store=OxigraphStore(store=open_for_reading(self.path)), default_union=True)
+        inner = self._held if self._held is not None else open_for_reading(self.path)
+        dataset = Dataset(store=OxigraphStore(store=inner), default_union=True)
         for prefix, namespace in PREFIXES.items():
             dataset.bind(prefix, namespace)
         return dataset
@@ -211,8 +225,11 @@ def _select(store: ox.Store, query: QueryFile, bindings: dict) -> QueryResult:
         solutions = store.query(query.text, use_default_graph_as_union=True, substitutions=bindings)
     except SyntaxError as error:
         raise QueryError(f"query '{query.name}' is not valid SPARQL: {error}") from None
-    except RuntimeError as error:  # e.g. a declared parameter the query does not project
-        raise QueryError(f"query '{query.name}' cannot run: {error}") from None
+    except RuntimeError as error:  # Oxigraph binds only variables the query projects
+        raise QueryError(
+            f"query '{query.name}' cannot run: {error}. A parameter binds the variable of its name, "
+            f"which the query must list in its SELECT clause"
+        ) from None
     if not isinstance(solutions, ox.QuerySolutions):
         raise QueryError(f"query '{query.name}' is not a SELECT query; cnnprov runs SELECT queries")
     # Oxigraph binds only projected variables, so queries project their parameters;

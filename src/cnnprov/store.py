@@ -98,6 +98,13 @@ def _open_waiting(target: Path, wait_s: float) -> Store:
         except OSError as error:
             if not _is_lock_error(error):
                 raise StoreError(f"cannot open the provenance store at '{target}': {error}") from error
+            if "current process" in str(error):
+                raise StoreLockedError(
+                    f"this process already has the provenance store '{target}' open (a ProvLogger "
+                    f"whose run has not finished, or an rdflib dataset from ProvStore.dataset() not "
+                    f"yet closed): close it first, or read through the same ProvStore inside "
+                    f"`with ProvStore(...) as store:`"
+                ) from None
             if time.monotonic() >= deadline:
                 raise StoreLockedError(_locked_message(target)) from None
             time.sleep(0.05)

@@ -1,0 +1,31 @@
+"""Shared fixtures: real Lightning training, tiny, into real stores under tmp_path."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+
+import pytest
+from helpers import TINY_LIMIT
+
+from cnnprov import ProvStore
+from cnnprov.demo import run_sweep
+
+logging.getLogger("lightning").setLevel(logging.ERROR)
+logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+warnings.filterwarnings("ignore", module="lightning")
+
+
+@pytest.fixture
+def store_path(tmp_path: Path) -> Path:
+    return tmp_path / "provenance"
+
+
+@pytest.fixture(scope="session")
+def sweep_store(tmp_path_factory: pytest.TempPathFactory) -> ProvStore:
+    """Two finished runs that differ only in dropout (0.0 and 0.5), two epochs each. Read-only."""
+    path = tmp_path_factory.mktemp("sweep") / "provenance"
+    run_sweep(path, [{"dropout": 0.0}, {"dropout": 0.5}], max_epochs=2, limit=TINY_LIMIT, progress=None)
+    return ProvStore(path)
+

@@ -1,0 +1,72 @@
+"""The ontology declares every term cnnprov writes, with a label and a comment."""
+
+from __future__ import annotations
+
+from importlib import resources
+
+import pytest
+import rdflib
+from rdflib.namespace import OWL, RDF, RDFS
+from rdflib.namespace import PROV as RDFLIB_PROV
+
+from cnnprov.vocab import CNNPROV, CNNPROV_NS, MLS_NS, PROV_NS
+
+
+def _ontology(name: str) -> rdflib.Graph:
+    path = resources.files("cnnprov").joinpath("ontologies", name)
+    return rdflib.Graph().parse(data=path.read_text(encoding="utf-8"), format="turtle")
+
+
+@pytest.fixture(scope="module")
+def ontology() -> rdflib.Graph:
+    return _ontology("cnnprov.ttl")
+
+
+@pytest.fixture(scope="module")
+def ml_schema_terms() -> set[str]:
+    graph = _ontology("imports/mls-terms.ttl")
+    return {str(s) for s in graph.subjects(RDF.type, None) if str(s).startswith(MLS_NS)}
+
+
+def _declared(ontology: rdflib.Graph) -> set[str]:
+    kinds = (OWL.Class, OWL.ObjectProperty, OWL.DatatypeProperty)
+    return {str(s) for kind in kinds for s in ontology.subjects(RDF.type, kind) if str(s).startswith(CNNPROV_NS)}
+
+
+def test_ontology_declares_exactly_the_vocabulary_module_terms(ontology):
+    assert _declared(ontology) == {CNNPROV_NS + t for t in CNNPROV.terms}
+
+
+def test_every_term_has_a_label_a_comment_and_an_anchor_in_prov_or_ml_schema(ontology):
+    for term in map(rdflib.URIRef, _declared(ontology)):
+        assert ontology.value(term, RDFS.label), term
+        assert ontology.value(term, RDFS.comment), term
+    for cls in (c for c in ontology.subjects(RDF.type, OWL.Class) if str(c).startswith(CNNPROV_NS)):
+        # each class reaches PROV-O or ML Schema through its superclasses
+        ancestors = set(ontology.transitive_objects(cls, RDFS.subClassOf))
+        assert any(str(a).startswith((PROV_NS, MLS_NS)) for a in ancestors), cls
+
+
+def test_every_term_a_recorded_run_uses_is_declared(sweep_store, ontology, ml_schema_terms):
+    used = sweep_store.sparql(
+        """SELECT DISTINCT ?term WHERE {
+             { ?s ?term ?o } UNION { ?s a ?term }
+           }"""
+    ).column("term")
+    ours = _declared(ontology)
+    undeclared = []
+    for term in used:
+        if term.startswith(CNNPROV_NS) and term not in ours:
+            undeclared.append(term)
+        elif term.startswith(PROV_NS) and rdflib.URIRef(term) not in RDFLIB_PROV:
+            undeclared.append(term)
+        elif term.startswith(MLS_NS) and term not in ml_schema_terms:
+            undeclared.append(term)
+    assert undeclared == []
+    # the check has teeth: the run does use terms from all three namespaces
+    assert {t.split("#")[0] + "#" for t in used} >= {CNNPROV_NS, PROV_NS, MLS_NS}
+
+
+def test_a_misspelt_term_is_caught_before_it_is_written():
+    with pytest.raises(AttributeError, match="not a term cnnprov uses"):
+        CNNPROV.kernelsize  # noqa: B018

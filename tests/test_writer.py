@@ -1,0 +1,122 @@
+"""The write path: buffered on the training thread, durable at flushes, at finish and at exit."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pyoxigraph as ox
+import pytest
+
+from cnnprov import ProvStore, RunRecorder
+from cnnprov.store import StoreError, StoreLockedError, open_for_writing
+from cnnprov.writer import QuadWriter, Replace
+
+G = ox.NamedNode("https://example.org/g")
+P = ox.NamedNode("https://example.org/p")
+
+
+def quad(i: int) -> ox.Quad:
+    return ox.Quad(ox.NamedNode(f"https://example.org/s{i}"), P, ox.Literal(i), G)
+
+
+def test_appends_stay_in_memory_until_a_flush_stores_them(tmp_path):
+    store = ox.Store(str(tmp_path / "s"))
+    writer = QuadWriter(store)
+    for i in range(10):
+        writer.append(quad(i))
+    assert len(store) == 0 and writer.pending == 10
+    writer.flush(wait=True)
+    assert len(store) == 10 and writer.pending == 0
+    writer.close()
+    writer.close()  # twice is fine
+
+
+def test_a_full_buffer_is_handed_over_without_waiting_for_an_epoch_end(tmp_path):
+    store = ox.Store(str(tmp_path / "s"))
+    writer = QuadWriter(store, max_buffered=100)
+    for i in range(250):
+        writer.append(quad(i))
+    assert len(writer._buffer) == 50  # two full batches left the training thread's buffer
+    writer.flush(wait=True)
+    assert len(store) == 250
+    writer.close()
+
+
+def test_items_are_converted_on_the_writer_thread_and_replace_overwrites(tmp_path):
+    import threading
+
+    store = ox.Store(str(tmp_path / "s"))
+    threads = set()
+
+    def convert(item):
+        threads.add(threading.current_thread().name)
+        return [quad(item)]
+
+    writer = QuadWriter(store, convert=convert)
+    writer.append(1)
+    writer.append(Replace(ox.NamedNode("https://example.org/s1"), P, G, (ox.Literal("new"),)))
+    writer.close()
+    assert threads == {"cnnprov-writer"}
+    assert [q.object.value for q in store.quads_for_pattern(None, P, None, G)] == ["new"]
+
+
+def test_buffered_records_reach_the_store_at_interpreter_exit(tmp_path):
+    """A script that never finishes its run still leaves what it recorded, and the run shows no end."""
+    path = tmp_path / "provenance"
+    script = textwrap.dedent(
+        f"""
+        from cnnprov import RunRecorder
+        recorder = RunRecorder({str(path)!r}, name="left-open")
+        recorder.start()
+        recorder.epoch_started(0)
+        recorder.log_metrics({{"loss": 0.5, "epoch": 0}}, step=3)
+        # no finish(), no close(): the interpreter exits with records still buffered
+        """
+    )
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=60)
+    store = ProvStore(path)
+    (run,) = store.runs().to_dicts()
+    assert (run["name"], run["status"], run["ended"], run["epochs"]) == ("left-open", "running", None, 1)
+    values = store.sparql(
+        "SELECT ?v ?step WHERE { ?m <http://www.w3.org/ns/mls#hasValue> ?v ; <https://w3id.org/cnnprov/ns#atStep> ?step }"
+    ).to_dicts()
+    assert values == [{"v": 0.5, "step": 3}]
+
+
+def test_a_second_writer_gets_a_clear_message_naming_the_holder(tmp_path):
+    path = tmp_path / "provenance"
+    holder = RunRecorder(path, name="holder")
+    holder.start()
+    try:
+        script = f"from cnnprov.store import open_for_writing; open_for_writing({str(path)!r}, wait_s=0.2)"
+        result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+        assert result.returncode != 0
+        assert "StoreLockedError" in result.stderr
+        assert f"in use by process {__import__('os').getpid()}" in result.stderr
+        assert holder.run_id in result.stderr
+    finally:
+        holder.finish()
+        holder.close()
+    assert ProvStore(path).runs().column("status") == ["success"]
+
+
+@pytest.mark.parametrize(
+    "make_path, message",
+    [
+        (lambda tmp: (tmp / "file.txt").write_text("x") and tmp / "file.txt", "is a file"),
+        (lambda tmp: (tmp / "notes").mkdir() or (tmp / "notes" / "a.txt").write_text("x") and tmp / "notes", "holds other files"),
+    ],
+)
+def test_a_path_that_cannot_be_a_store_is_refused_clearly(tmp_path, make_path, message):
+    with pytest.raises(StoreError, match=message):
+        open_for_writing(make_path(tmp_path))
+
+
+def test_same_process_second_open_names_this_process(tmp_path):
+    path = tmp_path / "provenance"
+    held = open_for_writing(path)
+    with pytest.raises(StoreLockedError, match="this process already has"):
+        open_for_writing(path)
+    del held
