@@ -7,7 +7,6 @@ import warnings
 from pathlib import Path
 
 import pytest
-from helpers import TINY_LIMIT
 
 from cnnprov import ProvStore
 from cnnprov.demo import run_sweep
@@ -24,8 +23,11 @@ def store_path(tmp_path: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def sweep_store(tmp_path_factory: pytest.TempPathFactory) -> ProvStore:
-    """Two finished runs that differ only in dropout (0.0 and 0.5), two epochs each. Read-only."""
+    """Two finished runs that differ only in dropout (0.0 and 0.5), two epochs each. Read-only.
+
+    400 images in batches of 16 are enough for the two runs to reach different accuracies.
+    """
     path = tmp_path_factory.mktemp("sweep") / "provenance"
-    run_sweep(path, [{"dropout": 0.0}, {"dropout": 0.5}], max_epochs=2, limit=TINY_LIMIT, progress=None)
+    run_sweep(path, [{"dropout": 0.0}, {"dropout": 0.5}], max_epochs=2, limit=400, batch_size=16, progress=None)
     return ProvStore(path)
 

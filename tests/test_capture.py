@@ -350,7 +350,7 @@ def test_records_of_an_epoch_are_in_the_store_before_the_next_epoch_trains(store
 def test_two_runs_in_one_store_are_both_ranked(sweep_store):
     ranked = sweep_store.query("best-runs").to_dicts()
     assert sorted(r["run_name"] for r in ranked) == ["dropout=0.0", "dropout=0.5"]
-    assert [r["best"] for r in ranked] == sorted((r["best"] for r in ranked), reverse=True)
+    assert ranked[0]["best"] > ranked[1]["best"]  # the runs really differ, so the order means something
     for row in ranked:
         best = ask(
             sweep_store,

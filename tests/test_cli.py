@@ -395,6 +395,20 @@ def test_error_int_parameter_not_a_number(sweep_store, tmp_path):
     assert "min_epochs" in line and "'abc'" in line and "int" in line
 
 
+def test_error_export_output_in_a_missing_directory(sweep_store, tmp_path):
+    target = tmp_path / "no-such-dir" / "runs.ttl"
+    line = fails("export", "-o", target, "--store", sweep_store.path)
+    assert str(target) in line
+    assert not target.parent.exists()
+
+
+def test_error_query_file_not_utf8(sweep_store, tmp_path):
+    latin1 = tmp_path / "latin1.rq"
+    latin1.write_bytes("# Runs r\xe9sum\xe9.\nSELECT ?s WHERE { ?s ?p ?o } LIMIT 1\n".encode("latin-1"))
+    line = fails("query", latin1, "--store", sweep_store.path)
+    assert "latin1" in line
+
+
 def test_error_required_run_parameter_missing(sweep_store, tmp_path):
     query_file = tmp_path / "one-run.rq"
     query_file.write_text(ONE_RUN_QUERY, encoding="utf-8")

@@ -156,7 +156,10 @@ def _export(args: argparse.Namespace) -> int:
 
     data = ProvStore(args.store).export(args.format, run=args.run)
     if args.output:
-        args.output.write_bytes(data)
+        try:
+            args.output.write_bytes(data)
+        except OSError as error:
+            raise StoreError(f"cannot write '{args.output}': {error.strerror or error}") from None
         print(f"wrote {len(data):,} bytes to {args.output}", file=sys.stderr)
     else:
         sys.stdout.buffer.write(data)

@@ -158,8 +158,19 @@ def run_sweep(
     limit: int | None = None,
     seed: int = 0,
     progress: Any = print,
+    batch_size: int = 64,
 ) -> list[SweepResult]:
-    """Train one :class:`DigitsCNN` per configuration, each recorded by its own ProvLogger."""
+    """Train one :class:`DigitsCNN` per configuration, each recorded by its own ProvLogger.
+
+    Args:
+        store: the store every run is recorded in.
+        configs: keyword arguments of :class:`DigitsCNN`, one dict per run.
+        max_epochs: epochs per run.
+        limit: use only the first ``limit`` images.
+        seed: seed of every run (so runs differ only by their configuration).
+        progress: called with one line per finished run (``None`` for silence).
+        batch_size: samples per batch.
+    """
     from .lightning import ProvLogger
 
     results = []
@@ -179,7 +190,7 @@ def run_sweep(
             default_root_dir=os.fspath(store) + "-checkpoints" if store else None,
         )
         started = time.perf_counter()
-        trainer.fit(DigitsCNN(**config), datamodule=DigitsDataModule(limit=limit, seed=seed))
+        trainer.fit(DigitsCNN(**config), datamodule=DigitsDataModule(batch_size=batch_size, limit=limit, seed=seed))
         seconds = time.perf_counter() - started
         results.append(SweepResult(logger.run_id, config, seconds, trainer.current_epoch))
         if progress:

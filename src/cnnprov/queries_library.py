@@ -65,7 +65,11 @@ def load_query(name_or_path: str | Path) -> QueryFile:
     if candidate.suffix == ".rq" or candidate.is_file():
         if not candidate.is_file():
             raise QueryNotFoundError(f"no query file at '{candidate}'")
-        return parse_query(candidate.stem, candidate.read_text(encoding="utf-8"), candidate)
+        try:
+            text = candidate.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise QueryNotFoundError(f"query file '{candidate}' is not UTF-8 text; save it as UTF-8") from None
+        return parse_query(candidate.stem, text, candidate)
     bundled = queries_dir() / f"{name_or_path}.rq"
     if not bundled.is_file():
         raise QueryNotFoundError(
