@@ -14,7 +14,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,9 @@ from pyoxigraph import NamedNode, Quad
 from .architecture import count_parameters, describe_model
 from .environment import RunEnvironment, current_environment
 from .hyperparameters import flatten_hyperparameters, scalar
-from .store import open_for_writing, release_writer, resolve_store_path
+from .live import ReadEndpoint
+from .resume import RecordedRun, find_checkpoint, read_run
+from .store import advertise_writer, is_remote, open_for_writing, release_writer, resolve_store_path
 from .vocab import (
     CNNPROV,
     DEFAULT_BASE,
@@ -52,16 +54,51 @@ class _MetricRow(tuple):
     __slots__ = ()
 
 
+class _MetricTerms:
+    """The N-Triples text of the terms a run's metric values repeat, made once (writer thread).
+
+    Terms come from :mod:`cnnprov.vocab` and are written by pyoxigraph; only the
+    value counter is appended to the ``…/value/`` IRI, a decimal that needs no encoding.
+    """
+
+    def __init__(self, run: NamedNode, bundle: NamedNode, base: str) -> None:
+        self.run = run
+        self.base = base
+        self.end = f" {bundle} .\n"
+        self.value_prefix = str(child(run, "value", ""))[:-1]  # "<…/value/", the counter and ">" follow
+        self.types = f" {RDF.type} {PROV.Entity}{self.end}", f" {RDF.type} {MLS.ModelEvaluation}{self.end}"
+        self.generators: dict[int | None, str] = {None: f" {PROV.wasGeneratedBy} {run}{self.end}"}
+        self.measures: dict[str, str] = {}
+
+    def generator(self, epoch: int) -> str:
+        line = self.generators.get(epoch)
+        if line is None:
+            line = self.generators[epoch] = f" {PROV.wasGeneratedBy} {child(self.run, 'epoch', str(epoch))}{self.end}"
+        return line
+
+    def measure(self, name: str) -> tuple[str, str]:
+        """(the ``mls:specifiedBy`` line of a value, the lines that describe the measure)."""
+        node = iri(self.base, "measure", iri_segment(name))
+        description = (
+            f"{node} {RDF.type} {MLS.EvaluationMeasure}{self.end}{node} {RDFS.label} {string_literal(name)}{self.end}"
+        )
+        line = self.measures[name] = f" {MLS.specifiedBy} {node}{self.end}"
+        return line, description
+
+
 class RunRecorder:
     """Record one training run as PROV-O quads in an Oxigraph store.
 
     Args:
         store: directory of the embedded store (default ``$CNNPROV_STORE`` or
-            ``./provenance``), created on first use.
+            ``./provenance``), created on first use; or the URL of a SPARQL 1.1
+            endpoint that many processes share (see :mod:`cnnprov.remote`).
         name: a human name for the run (default: the run id's first 8 characters).
         run_id: the run's UUID (default: a new one).
         base: namespace under which the run's IRIs are minted.
         max_buffered: buffered records after which a write is started early.
+        serve_reads: while the run records, serve read-only SPARQL on 127.0.0.1
+            so that other processes can query the store it holds (see :mod:`cnnprov.live`).
 
     Example::
 
@@ -83,8 +120,12 @@ class RunRecorder:
         run_id: str | None = None,
         base: str = DEFAULT_BASE,
         max_buffered: int = DEFAULT_MAX_BUFFERED,
+        serve_reads: bool = True,
     ) -> None:
         self.store_path = resolve_store_path(store)
+        self._serve_reads = serve_reads
+        self._endpoint: ReadEndpoint | None = None
+        self._remote: Any = None  # a RemoteStore, when the store is a SPARQL endpoint URL
         self.run_id = run_id or str(uuid.uuid4())
         self.name = name or self.run_id[:8]
         self.base = base
@@ -102,6 +143,8 @@ class RunRecorder:
         self._lr_settings: dict[tuple[int, int], tuple[NamedNode, float]] = {}
         self._adaptations = 0
         self._optimizers: dict[int, NamedNode] = {}
+        self._attempt: NamedNode | None = None
+        self._reopened_epochs: set[int] = set()
         # writer-thread state for metric conversion
         self._metric_count = 0
         self._measures: set[str] = set()
@@ -111,22 +154,52 @@ class RunRecorder:
     def started(self) -> bool:
         return self._writer is not None
 
-    def start(self, environment: RunEnvironment | None = None, start_time: float | None = None) -> None:
-        """Open the store and record the run and its agents.
+    def start(
+        self,
+        environment: RunEnvironment | None = None,
+        start_time: float | None = None,
+        resume_from: str | os.PathLike | None = None,
+    ) -> None:
+        """Open the store and record the run, its agents and this attempt at it.
 
         Idempotent; after :meth:`close` it reopens the store and continues the
-        same run (``fit`` then ``test``).
+        same run (``fit`` then ``test``) within the same attempt.
+
+        A run the store already holds is continued rather than started again:
+        the one with this recorder's ``run_id``, or the one that wrote the
+        checkpoint file ``resume_from`` (matched by SHA-256; the recorder then
+        takes that run's id). The continuation is a new ``cnnprov:Attempt``
+        that ``prov:wasInformedBy`` the previous attempt and ``prov:used`` the
+        checkpoint; epochs, values and checkpoints are numbered after those
+        already stored. A ``resume_from`` no stored run wrote is recorded as a
+        checkpoint the new run used.
         """
         with self._lock:
             if self._writer is not None:
                 return
-            store = open_for_writing(self.store_path, run_id=self.run_id)
-            self._writer = QuadWriter(store, convert=self._metric_quads, max_buffered=self._max_buffered)
+            if is_remote(self.store_path):  # a SPARQL endpoint: it serves reads itself
+                from .remote import RemoteStore, default_spool_path
+
+                store = self._remote = RemoteStore(self.store_path, spool=default_spool_path(self.run_id))
+            else:
+                store = open_for_writing(self.store_path, run_id=self.run_id)
+            recorded = checkpoint = None
+            if self.started_at is None:
+                recorded, checkpoint = self._recorded_run(store, resume_from)
+            target = store.writes() if self._remote is not None else store
+            self._writer = QuadWriter(target, convert=self._metric_quads, max_buffered=self._max_buffered)
+            if self._serve_reads and self._remote is None:
+                # other processes cannot open a store this process holds: serve their reads
+                self._endpoint = ReadEndpoint(store, self.store_path, self.run_id)
+                self._endpoint.start()
             if self.started_at is not None:
                 return
         self.started_at = start_time or time.time()
         self.status = RUNNING
         env = environment or current_environment()
+        if recorded is not None:
+            self._continue(recorded, env, checkpoint)
+            return
         run, bundle = self.run, self.bundle
         add = self._add
         for cls in (PROV.Activity, MLS.Run, CNNPROV.TrainingRun):
@@ -144,7 +217,14 @@ class RunRecorder:
         for cls in (PROV.Entity, PROV.Bundle, CNNPROV.RunBundle):
             add(bundle, RDF.type, cls)
         add(bundle, CNNPROV.describesRun, run)
+        self._record_agents(env)
+        if checkpoint is None and resume_from is not None:
+            checkpoint = self._input_checkpoint(resume_from)
+        self._begin_attempt(env, 1, None, checkpoint, self.started_at)
+        self.flush()
 
+    def _record_agents(self, env: RunEnvironment) -> None:
+        add, run, bundle = self._add, self.run, self.bundle
         user = iri(self.base, "agent", "person", iri_segment(env.user))
         self._agent(user, PROV.Person, env.user)
         for software, version in env.software.items():
@@ -157,7 +237,88 @@ class RunRecorder:
         add(run, PROV.qualifiedAssociation, association)
         add(association, RDF.type, PROV.Association)
         add(association, PROV.agent, user)
+
+    def _recorded_run(self, store: Any, resume_from: str | os.PathLike | None) -> tuple[RecordedRun | None, Any]:
+        """The stored run this recorder continues (and the checkpoint it resumes from), if any."""
+        checkpoint = None
+        if resume_from is not None:
+            try:
+                found = find_checkpoint(store, file_sha256(resume_from))
+            except OSError:  # not a local file (a URL, a removed file): nothing to match
+                found = None
+            if found is not None:
+                checkpoint, run, bundle = found
+                recorded = read_run(store, run, bundle)
+                if recorded is not None:
+                    self.run, self.bundle, self.run_id = run, bundle, recorded.run_id
+                    self.name = recorded.name or self.name
+                    if not is_remote(self.store_path):
+                        advertise_writer(self.store_path, self.run_id)
+                    return recorded, checkpoint
+        return read_run(store, self.run, self.bundle), None
+
+    def _continue(self, recorded: RecordedRun, env: RunEnvironment, checkpoint: NamedNode | None) -> None:
+        """Pick up a stored run: its numbering, its open status, and a new attempt."""
+        self.started_at = recorded.started_at or self.started_at
+        self._epochs.update(recorded.epochs)
+        self._checkpoint_count = recorded.checkpoints
+        self._checkpoint = checkpoint or recorded.latest_checkpoint
+        self._metric_count = recorded.values
+        self._adaptations = recorded.adaptations
+        self._optimizers.update(recorded.optimizers)
+        self._lr_settings.update(recorded.learning_rates)
+        run, graph, writer = self.run, self.bundle, self._writer
+        writer.append(Replace(run, CNNPROV.status, graph, (string_literal(RUNNING),)))
+        for predicate in (PROV.endedAtTime, CNNPROV.durationSeconds, CNNPROV.errorType, CNNPROV.errorMessage):
+            writer.append(Replace(run, predicate, graph))
+        writer.append(Replace(run, CNNPROV.hostname, graph, (string_literal(env.hostname),)))
+        writer.append(Replace(run, CNNPROV.processId, graph, (integer_literal(env.process_id),)))
+        self._record_agents(env)
+        previous = child(run, "attempt", str(recorded.attempts)) if recorded.attempts else None
+        self._begin_attempt(env, recorded.attempts + 1, previous, checkpoint, time.time())
         self.flush()
+
+    def _begin_attempt(
+        self,
+        env: RunEnvironment,
+        index: int,
+        previous: NamedNode | None,
+        checkpoint: NamedNode | None,
+        started: float,
+    ) -> None:
+        attempt = self._attempt = child(self.run, "attempt", str(index))
+        add = self._add
+        add(attempt, RDF.type, PROV.Activity)
+        add(attempt, RDF.type, CNNPROV.Attempt)
+        add(attempt, CNNPROV.attemptIndex, integer_literal(index))
+        add(attempt, CNNPROV.partOfRun, self.run)
+        add(attempt, PROV.startedAtTime, datetime_literal(started))
+        add(attempt, CNNPROV.status, string_literal(RUNNING))
+        add(attempt, CNNPROV.hostname, string_literal(env.hostname))
+        add(attempt, CNNPROV.processId, integer_literal(env.process_id))
+        if previous is not None:
+            add(attempt, PROV.wasInformedBy, previous)
+        if checkpoint is not None:
+            add(attempt, PROV.used, checkpoint)
+
+    def _input_checkpoint(self, path: str | os.PathLike) -> NamedNode | None:
+        """A checkpoint file the run starts from that no stored run wrote."""
+        file = Path(path)
+        if not file.is_file():
+            return None
+        node = self._checkpoint = child(self.run, "checkpoint", "input")
+        add = self._add
+        for cls in (PROV.Entity, MLS.Model, CNNPROV.Checkpoint):
+            add(node, RDF.type, cls)
+        add(node, CNNPROV.filePath, string_literal(str(file.resolve())))
+        add(node, CNNPROV.fileSizeBytes, integer_literal(file.stat().st_size))
+        add(node, CNNPROV.sha256, string_literal(file_sha256(file)))
+        return node
+
+    @property
+    def last_epoch(self) -> int | None:
+        """The highest epoch index recorded for this run so far (stored ones included)."""
+        return max(self._epochs, default=None)
 
     @property
     def _user_association(self) -> NamedNode:
@@ -202,19 +363,32 @@ class RunRecorder:
         self._writer.append(
             Replace(run, CNNPROV.durationSeconds, graph, (double_literal(ended - (self.started_at or ended)),))
         )
+        attempt = self._attempt
+        if attempt is not None:
+            self._writer.append(Replace(attempt, CNNPROV.status, graph, (string_literal(status),)))
+            self._writer.append(Replace(attempt, PROV.endedAtTime, graph, (datetime_literal(ended),)))
         if error is not None:
-            self._writer.append(Replace(run, CNNPROV.errorType, graph, (string_literal(type(error).__qualname__),)))
-            self._writer.append(Replace(run, CNNPROV.errorMessage, graph, (string_literal(str(error)),)))
-        if self._checkpoint is not None:
+            error_type, message = string_literal(type(error).__qualname__), string_literal(_error_text(error))
+            for node in (run, attempt) if attempt is not None else (run,):
+                self._writer.append(Replace(node, CNNPROV.errorType, graph, (error_type,)))
+                self._writer.append(Replace(node, CNNPROV.errorMessage, graph, (message,)))
+        if self._checkpoint is not None and self._checkpoint_count:  # not a checkpoint it only started from
             self._add(run, MLS.hasOutput, self._checkpoint)
         self.flush()
 
     def close(self) -> None:
         """Store everything buffered and release the store. Safe to call twice."""
         writer, self._writer = self._writer, None
+        endpoint, self._endpoint = self._endpoint, None
+        if endpoint is not None:
+            endpoint.stop()
         if writer is not None:
             writer.close()
-            release_writer(self.store_path)
+            remote, self._remote = self._remote, None
+            if remote is not None:
+                remote.close()  # says where unsent records wait, if the endpoint is away
+            else:
+                release_writer(self.store_path)
 
     def flush(self, wait: bool = True) -> None:
         """Hand buffered records to the writer; with ``wait``, return once they are durable."""
@@ -270,6 +444,8 @@ class RunRecorder:
 
     def log_optimizer(self, index: int, optimizer: Any) -> NamedNode:
         """Record an optimizer's class and every param-group setting (``params`` aside)."""
+        if index in self._optimizers:  # a later stage or attempt: recorded already, lr changes are tracked
+            return self._optimizers[index]
         node = child(self.run, "optimizer", str(index))
         self._optimizers[index] = node
         add = self._add
@@ -387,6 +563,11 @@ class RunRecorder:
     def epoch_started(self, index: int, when: float | None = None) -> None:
         """An epoch began. Everything recorded before it is durable when this returns."""
         self.flush(wait=True)
+        if index in self._epochs:
+            # Recorded already: a resumed attempt re-enters it. It stays one activity with its first start.
+            self._current_epoch = index
+            self._reopened_epochs.add(index)
+            return
         when = when or time.time()
         self._epochs[index] = when
         self._current_epoch = index
@@ -407,8 +588,12 @@ class RunRecorder:
             return
         when = when or time.time()
         epoch = child(self.run, "epoch", str(index))
-        self._add(epoch, PROV.endedAtTime, datetime_literal(when))
-        self._add(epoch, CNNPROV.durationSeconds, double_literal(when - started))
+        if index in self._reopened_epochs and self._writer is not None:  # it may have ended once already
+            self._writer.append(Replace(epoch, PROV.endedAtTime, self.bundle, (datetime_literal(when),)))
+            self._writer.append(Replace(epoch, CNNPROV.durationSeconds, self.bundle, (double_literal(when - started),)))
+        else:
+            self._add(epoch, PROV.endedAtTime, datetime_literal(when))
+            self._add(epoch, CNNPROV.durationSeconds, double_literal(when - started))
         self.flush(wait=False)
 
     def stage_ended(self) -> None:
@@ -423,7 +608,9 @@ class RunRecorder:
         """
         writer = self._writer
         if writer is not None:
-            writer.append(_MetricRow((metrics, step, time.time(), self._current_epoch)))
+            now = time.time()
+            # stamped: the writer thread gets the values within ms and stores them while training goes on
+            writer.append(_MetricRow((metrics, step, now, self._current_epoch)), now)
 
     def log_checkpoint(
         self,
@@ -465,14 +652,33 @@ class RunRecorder:
         if self._writer is not None:
             self._writer.append(Quad(subject, predicate, obj, self.bundle))
 
-    def _metric_quads(self, row: Any) -> Iterable[Quad]:
-        """Writer thread: one buffered ``log_metrics`` call → quads."""
+    def _metric_quads(self, row: Any) -> str:
+        """Writer thread: one buffered ``log_metrics`` call → its quads, as N-Quads text.
+
+        Text, because the store parses it with the GIL released: the writer
+        thread spends ~1 µs of Python per value instead of building eight
+        ``Quad`` objects, so it barely competes with training for the GIL.
+        Each value: its two types, measure, value, time, generating activity,
+        step and epoch.
+        """
         metrics, step, when, generating_epoch = row
-        graph = self.bundle
-        at = datetime_literal(when)
+        terms = self.__dict__.get("_metric_terms")
+        if terms is None or terms.run != self.run:  # first value, or a resumed run took another IRI
+            terms = self._metric_terms = _MetricTerms(self.run, self.bundle, self.base)
+        end = terms.end
+        shared = [
+            *terms.types,
+            f" {PROV.generatedAtTime} {datetime_literal(when)}{end}",
+            terms.generators[None] if generating_epoch is None else terms.generator(generating_epoch),
+        ]
+        if step is not None:
+            shared.append(f" {CNNPROV.atStep} {integer_literal(step)}{end}")
         epoch_value = metrics.get("epoch")
-        generator = self.run if generating_epoch is None else child(self.run, "epoch", str(generating_epoch))
-        quads = []
+        if epoch_value is not None:
+            shared.append(f" {CNNPROV.atEpoch} {integer_literal(int(epoch_value))}{end}")
+        has_value = f" {MLS.hasValue} "
+        prefix = terms.value_prefix
+        lines = []
         for name, value in metrics.items():
             if name == "epoch":
                 continue
@@ -480,24 +686,16 @@ class RunRecorder:
             if number is None:
                 continue
             name = str(name)
-            measure = iri(self.base, "measure", iri_segment(name))
-            if name not in self._measures:
-                self._measures.add(name)
-                quads.append(Quad(measure, RDF.type, MLS.EvaluationMeasure, graph))
-                quads.append(Quad(measure, RDFS.label, string_literal(name), graph))
+            specified_by = terms.measures.get(name)
+            if specified_by is None:
+                specified_by, description = terms.measure(name)
+                if name not in self._measures:
+                    self._measures.add(name)
+                    lines.append(description)
             self._metric_count += 1
-            node = child(self.run, "value", str(self._metric_count))
-            quads.append(Quad(node, RDF.type, PROV.Entity, graph))
-            quads.append(Quad(node, RDF.type, MLS.ModelEvaluation, graph))
-            quads.append(Quad(node, MLS.specifiedBy, measure, graph))
-            quads.append(Quad(node, MLS.hasValue, double_literal(number), graph))
-            quads.append(Quad(node, PROV.generatedAtTime, at, graph))
-            quads.append(Quad(node, PROV.wasGeneratedBy, generator, graph))
-            if step is not None:
-                quads.append(Quad(node, CNNPROV.atStep, integer_literal(step), graph))
-            if epoch_value is not None:
-                quads.append(Quad(node, CNNPROV.atEpoch, integer_literal(int(epoch_value)), graph))
-        return quads
+            node = f"{prefix}{self._metric_count}>"
+            lines.append(node.join(("", specified_by, f"{has_value}{double_literal(number)}{end}", *shared)))
+        return "".join(lines)
 
 
 def _as_float(value: Any) -> float | None:
@@ -505,6 +703,14 @@ def _as_float(value: Any) -> float | None:
         return float(value.item() if hasattr(value, "item") else value)
     except (TypeError, ValueError, RuntimeError):
         return None
+
+
+def _error_text(error: BaseException) -> str:
+    """An exception's message; its repr when the message is empty (``KeyboardInterrupt()``)."""
+    try:
+        return str(error) or repr(error)
+    except Exception:  # a broken __str__ must not hide the failure
+        return type(error).__qualname__
 
 
 def _class_path(obj: Any) -> str:

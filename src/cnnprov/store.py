@@ -4,7 +4,9 @@ A store is one directory (RocksDB underneath) shared by every run. RocksDB lets
 one process open it for writing at a time; a training process holds it for the
 length of a run, and readers open it briefly. While a writer holds the lock,
 the directory advertises it in ``cnnprov-writer.json`` so the error a second
-process sees can say who holds it.
+process sees can say who holds it. A process killed while writing leaves that
+file behind; :func:`writer_info` and :func:`is_process_alive` tell such a stale
+advertisement (and a run left "running" by a killed process) from a live one.
 """
 
 from __future__ import annotations
@@ -42,7 +44,15 @@ def default_store_path() -> Path:
     return Path(os.environ.get(STORE_ENV) or DEFAULT_STORE)
 
 
+def is_remote(store: object) -> bool:
+    """Whether ``store`` names a SPARQL endpoint (an ``http://`` or ``https://`` URL), not a directory."""
+    return isinstance(store, str) and store[:8].lower().startswith(("http://", "https://"))
+
+
 def resolve_store_path(path: str | os.PathLike | None) -> Path:
+    """The store directory; a SPARQL endpoint URL (see :mod:`cnnprov.remote`) comes back unchanged, a ``str``."""
+    if is_remote(path):
+        return path  # type: ignore[return-value]
     return Path(path) if path not in (None, "") else default_store_path()
 
 
@@ -57,9 +67,87 @@ def open_for_writing(path: str | os.PathLike | None, run_id: str = "", wait_s: f
     """
     target = resolve_store_path(path)
     _check_writable_location(target)
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise StoreError(
+            f"cannot create the provenance store directory '{target}': {error.strerror or error}. "
+            f"Choose a directory you can write to"
+        ) from None
     store = _open_waiting(target, wait_s)
-    _advertise_writer(target, run_id)
+    advertise_writer(target, run_id)
     return store
+
+
+def advertise_writer(path: str | os.PathLike | None, run_id: str) -> None:
+    """Name this process (and the run it records) as the writer of the store it holds open."""
+    info = {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "run_id": run_id,
+        "since": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    (resolve_store_path(path) / _WRITER_FILE).write_text(json.dumps(info))
+
+
+def writer_info(path: str | os.PathLike | None) -> dict | None:
+    """The writer a store advertises, or ``None`` when none does.
+
+    A dict with ``pid``, ``host``, ``run_id``, ``since`` (when it opened the
+    store) and ``alive``: ``True`` while that process runs, ``False`` when it has
+    ended without releasing the store (it was killed), ``None`` when it runs on
+    another host and cannot be checked from here.
+
+    Example::
+
+        info = writer_info("provenance")
+        if info and info["alive"] is False:
+            print(f"run {info['run_id']} was interrupted: its process {info['pid']} is gone")
+    """
+    info = _read_writer(resolve_store_path(path))
+    if not isinstance(info, dict):
+        return None
+    info["alive"] = is_process_alive(info.get("host"), info.get("pid"))
+    return info
+
+
+def is_process_alive(host: str | None, pid: int | None) -> bool | None:
+    """Whether process ``pid`` on ``host`` still runs.
+
+    ``None`` when ``host`` is another machine (it cannot be checked from here).
+    Use it with a run's recorded ``cnnprov:hostname`` and ``cnnprov:processId``
+    to tell a run that is still training from one whose process was killed
+    (both show the status "running"). A process id the system has since given
+    to another process reads as alive: the answer errs on the side of "running".
+    """
+    if host is None or pid is None:
+        return None
+    if host != socket.gethostname():
+        return None
+    try:
+        pid = int(pid)
+    except (TypeError, ValueError):
+        return False
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, but belongs to another user
+        return True
+    except OSError:
+        return False
+    return not _is_zombie(pid)
+
+
+def _is_zombie(pid: int) -> bool:
+    """An ended child whose parent has not collected it yet (Linux ``/proc``; elsewhere False)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[-1].split()[:1] == ["Z"]
 
 
 def release_writer(path: str | os.PathLike | None) -> None:
@@ -116,12 +204,17 @@ def _is_lock_error(error: OSError) -> bool:
 
 
 def _locked_message(target: Path) -> str:
-    info = _read_writer(target)
-    if info:
+    info = writer_info(target)
+    if info and info["alive"] is not False:
         holder = (
             f"process {info.get('pid')} on {info.get('host')}"
             + (f" (run {info['run_id']})" if info.get("run_id") else "")
             + (f", since {info['since']}" if info.get("since") else "")
+        )
+    elif info:
+        holder = (
+            f"another process (not the advertised writer, process {info.get('pid')}, which has ended; "
+            f"perhaps a reader such as `cnnprov runs`, or a process that opened the store itself)"
         )
     else:
         holder = "another process"
@@ -144,6 +237,11 @@ def _check_writable_location(target: Path) -> None:
             f"Choose an empty or new directory"
         )
     existing = target if target.exists() else _nearest_existing_parent(target)
+    if not existing.is_dir():
+        raise StoreError(
+            f"cannot create the provenance store at '{target}': '{existing}' is a file, not a "
+            f"directory. Choose a path whose parent directories are directories"
+        )
     if not os.access(existing, os.W_OK):
         raise StoreError(
             f"cannot create or write the provenance store at '{target}': '{existing}' is not "
@@ -156,16 +254,6 @@ def _nearest_existing_parent(target: Path) -> Path:
         if parent.exists():
             return parent
     return Path("/")
-
-
-def _advertise_writer(target: Path, run_id: str) -> None:
-    info = {
-        "pid": os.getpid(),
-        "host": socket.gethostname(),
-        "run_id": run_id,
-        "since": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
-    (target / _WRITER_FILE).write_text(json.dumps(info))
 
 
 def _read_writer(target: Path) -> dict | None:

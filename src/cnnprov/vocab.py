@@ -75,14 +75,14 @@ MLS = _Namespace(
 CNNPROV = _Namespace(
     CNNPROV_NS,
     """
-    TrainingRun Epoch LearningRateAdaptation RunBundle
+    TrainingRun Attempt Epoch LearningRateAdaptation RunBundle
     LightningModuleClass Architecture Layer
     ConvolutionLayer PoolingLayer DropoutLayer ActivationLayer LinearLayer
     NormalizationLayer FlattenLayer EmbeddingLayer RecurrentLayer OtherLayer
     Optimizer ParameterGroup LearningRateScheduler Checkpoint
     runId status errorType errorMessage hostname processId randomSeed gitCommit
     softwareVersion describesRun partOfRun
-    epochIndex durationSeconds atEpoch atStep
+    attemptIndex epochIndex durationSeconds atEpoch atStep
     pythonClass settingOf parameterGroupIndex adjusts schedulerInterval schedulerFrequency
     layerIndex layerName inChannels outChannels kernelSize stride padding dilation groups
     dropoutRate activationFunction inFeatures outFeatures hasBias numFeatures epsilon
@@ -103,9 +103,14 @@ def iri_segment(text: str) -> str:
 
     Percent-encoding everything but unreserved characters (``%`` included) is
     reversible, so distinct strings always give distinct segments (the empty
-    string gives an empty segment, which no other string gives).
+    string gives an empty segment, which no other string gives). The segments
+    ``.`` and ``..`` are encoded too (``%2E``), since IRI resolution would
+    otherwise remove them.
     """
-    return quote(text, safe="-._~", errors="surrogatepass")
+    segment = quote(text, safe="-._~", errors="surrogatepass")
+    if segment in (".", ".."):
+        return segment.replace(".", "%2E")
+    return segment
 
 
 def iri(base: str, *segments: str) -> NamedNode:
@@ -158,12 +163,20 @@ def literal(value: Any) -> Literal | NamedNode:
     if isinstance(value, float):
         return double_literal(value)
     if isinstance(value, _dt.datetime):
-        if value.tzinfo is None:
-            value = value.astimezone()
-        return Literal(value.isoformat(), datatype=_XSD_DATETIME)
+        return Literal(_xsd_datetime_text(value), datatype=_XSD_DATETIME)
     if isinstance(value, str):
         return string_literal(value)
     return string_literal(str(value))
+
+
+def _xsd_datetime_text(value: _dt.datetime) -> str:
+    """ISO 8601 with a timezone XSD accepts (naive times are local; offsets in whole minutes)."""
+    if value.tzinfo is None:
+        value = value.astimezone()
+    offset = value.utcoffset()
+    if offset is not None and offset.total_seconds() % 60:
+        value = value.astimezone(_dt.timezone.utc)  # XSD offsets have no seconds: keep the instant
+    return value.isoformat()
 
 
 def python_value(term: Any) -> Any:

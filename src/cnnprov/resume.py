@@ -1,0 +1,139 @@
+"""What a store already holds about a run, so that a later process can continue it.
+
+A training run interrupted by a crash, ``kill -9`` or Ctrl+C is resumed with
+``trainer.fit(model, ckpt_path=...)``. The store knows every checkpoint's
+SHA-256, so the checkpoint file names the run that wrote it; this module finds
+that run and reads where its numbering stopped (epochs, metric values,
+checkpoints, learning-rate adaptations, attempts), so that
+:class:`~cnnprov.recorder.RunRecorder` continues the same record instead of
+starting a new one. It only reads.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from pyoxigraph import Literal, NamedNode, Store, Variable
+
+from .vocab import CNNPROV, CNNPROV_NS, MLS, MLS_NS, PROV, PROV_NS, RDF, RDFS, python_value
+
+
+@dataclass
+class RecordedRun:
+    """Where the stored record of a run stops.
+
+    Counts are the highest number used in the run's IRIs (``…/value/{n}``), so
+    a continuation mints the next ones without colliding.
+    """
+
+    run: NamedNode
+    bundle: NamedNode
+    run_id: str
+    name: str | None
+    started_at: float | None
+    epochs: dict[int, float] = field(default_factory=dict)
+    checkpoints: int = 0
+    latest_checkpoint: NamedNode | None = None
+    values: int = 0
+    adaptations: int = 0
+    attempts: int = 0
+    optimizers: dict[int, NamedNode] = field(default_factory=dict)
+    learning_rates: dict[tuple[int, int], tuple[NamedNode, float]] = field(default_factory=dict)
+
+
+def find_checkpoint(store: Store, sha256: str) -> tuple[NamedNode, NamedNode, NamedNode] | None:
+    """The checkpoint a run generated with this SHA-256: ``(checkpoint, run, bundle)``, or ``None``.
+
+    When several runs generated the same file, the latest one wins.
+    """
+    rows = list(
+        store.query(
+            f"""SELECT ?checkpoint ?run ?g ?sha WHERE {{ GRAPH ?g {{
+                  ?checkpoint a <{CNNPROV_NS}Checkpoint> ; <{CNNPROV_NS}sha256> ?sha ;
+                              <{PROV_NS}generatedAtTime> ?at ; <{PROV_NS}wasGeneratedBy> ?activity .
+                  ?g <{CNNPROV_NS}describesRun> ?run . }} }}
+                ORDER BY DESC(?at) LIMIT 1""",
+            substitutions={Variable("sha"): Literal(sha256)},
+        )
+    )
+    if not rows:
+        return None
+    return rows[0]["checkpoint"], rows[0]["run"], rows[0]["g"]
+
+
+def read_run(store: Store, run: NamedNode, bundle: NamedNode) -> RecordedRun | None:
+    """The stored record of ``run`` in graph ``bundle``, or ``None`` if the store has none."""
+    run_id = _one(store, run, CNNPROV.runId, bundle)
+    if run_id is None:
+        return None
+    started = _one(store, run, PROV.startedAtTime, bundle)
+    record = RecordedRun(
+        run=run,
+        bundle=bundle,
+        run_id=str(run_id),
+        name=_one(store, run, RDFS.label, bundle),
+        started_at=started.timestamp() if started is not None else None,
+    )
+    for row in store.query(
+        f"""SELECT ?g ?run ?index (MIN(?start) AS ?first) WHERE {{ GRAPH ?g {{
+              ?epoch <{CNNPROV_NS}partOfRun> ?run ; <{CNNPROV_NS}epochIndex> ?index ;
+                     <{PROV_NS}startedAtTime> ?start }} }} GROUP BY ?g ?run ?index""",
+        substitutions={Variable("g"): bundle, Variable("run"): run},
+    ):
+        record.epochs[python_value(row["index"])] = python_value(row["first"]).timestamp()
+    record.values = _highest(store, bundle, MLS.ModelEvaluation, run.value + "/value/")
+    record.checkpoints = _highest(store, bundle, CNNPROV.Checkpoint, run.value + "/checkpoint/")
+    if record.checkpoints:
+        record.latest_checkpoint = NamedNode(f"{run.value}/checkpoint/{record.checkpoints}")
+    record.adaptations = _highest(store, bundle, CNNPROV.LearningRateAdaptation, run.value + "/adaptation/")
+    record.attempts = _highest(store, bundle, CNNPROV.Attempt, run.value + "/attempt/")
+    optimizer_prefix = run.value + "/optimizer/"
+    for quad in store.quads_for_pattern(None, RDF.type, CNNPROV.Optimizer, bundle):
+        index = _suffix_number(quad.subject.value, optimizer_prefix)
+        if index is not None:
+            record.optimizers[index] = quad.subject
+    _read_learning_rates(store, record, optimizer_prefix)
+    return record
+
+
+def _read_learning_rates(store: Store, record: RecordedRun, optimizer_prefix: str) -> None:
+    """The latest learning-rate setting of each parameter group (the one nothing derives from)."""
+    for row in store.query(
+        f"""SELECT ?g ?group ?setting ?value WHERE {{ GRAPH ?g {{
+              ?setting <{CNNPROV_NS}settingOf> ?group ; <{MLS_NS}hasValue> ?value ;
+                       <{MLS_NS}specifiedBy> ?parameter .
+              ?parameter <http://www.w3.org/2000/01/rdf-schema#label> "optimizer.lr" .
+              FILTER NOT EXISTS {{ ?later <{PROV_NS}wasDerivedFrom> ?setting }} }} }}""",
+        substitutions={Variable("g"): record.bundle},
+    ):
+        group = row["group"].value
+        if not group.startswith(optimizer_prefix):
+            continue
+        parts = group[len(optimizer_prefix) :].split("/")
+        if len(parts) == 3 and parts[1] == "group" and parts[0].isdigit() and parts[2].isdigit():
+            value = python_value(row["value"])
+            if isinstance(value, (int, float)):
+                record.learning_rates[(int(parts[0]), int(parts[2]))] = (row["setting"], float(value))
+
+
+def _one(store: Store, subject: NamedNode, predicate: NamedNode, graph: NamedNode):
+    for quad in store.quads_for_pattern(subject, predicate, None, graph):
+        return python_value(quad.object)
+    return None
+
+
+def _highest(store: Store, graph: NamedNode, cls: NamedNode, prefix: str) -> int:
+    """The highest ``n`` among the IRIs ``{prefix}{n}`` of instances of ``cls`` in ``graph``."""
+    highest = 0
+    for quad in store.quads_for_pattern(None, RDF.type, cls, graph):
+        number = _suffix_number(quad.subject.value, prefix)
+        if number is not None and number > highest:
+            highest = number
+    return highest
+
+
+def _suffix_number(iri: str, prefix: str) -> int | None:
+    if not iri.startswith(prefix):
+        return None
+    rest = iri[len(prefix) :]
+    return int(rest) if rest.isdigit() else None
