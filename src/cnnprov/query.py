@@ -22,7 +22,9 @@ from typing import Any
 import pyoxigraph as ox
 
 from .queries_library import QueryFile, QueryNotFoundError, load_query, parse_query
-from .store import open_for_reading, resolve_store_path
+from .live import EndpointStore, live_store, serving_run_id
+from .remote import RemoteStore
+from .store import StoreLockedError, is_process_alive, is_remote, open_for_reading, resolve_store_path
 from .vocab import CNNPROV_NS, PREFIXES, literal, python_value
 
 #: Export formats that pyoxigraph writes directly.
@@ -33,6 +35,9 @@ RDF_FORMATS = {
     "jsonld": ox.RdfFormat.JSON_LD,
 }
 _RUN_PARAMETERS = ("run", "run_a", "run_b")
+#: Queries about runs without an end, whose rows get a ``state`` column computed here:
+#: whether a process is alive is not something SPARQL can ask.
+_RUN_STATE_QUERIES = {"unfinished-runs"}
 
 
 class QueryError(ValueError):
@@ -79,7 +84,8 @@ class ProvStore:
     can start writing to the same store between calls.
 
     Args:
-        path: the store directory (default ``$CNNPROV_STORE`` or ``./provenance``).
+        path: the store directory (default ``$CNNPROV_STORE`` or ``./provenance``), or
+            the URL of a SPARQL 1.1 endpoint runs were logged to (see :mod:`cnnprov.remote`).
     """
 
     def __init__(self, path: str | os.PathLike | None = None) -> None:
@@ -92,18 +98,25 @@ class ProvStore:
     def __enter__(self) -> ProvStore:
         """Hold the store open across many calls (faster; keeps writers out until exit)."""
         if self._held is None:
-            self._held = open_for_reading(self.path)
+            self._held = RemoteStore(self.path) if is_remote(self.path) else open_for_reading(self.path)
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self._held = None
 
     @contextmanager
-    def _opened(self) -> Iterator[ox.Store]:
+    def _opened(self) -> Iterator[ox.Store | EndpointStore]:
         if self._held is not None:
             yield self._held
             return
-        store = open_for_reading(self.path)
+        if is_remote(self.path):  # a SPARQL endpoint (see cnnprov.remote)
+            yield RemoteStore(self.path)
+            return
+        try:
+            store = open_for_reading(self.path, wait_s=0)
+        except StoreLockedError:
+            # A training process holds the store: read through it, or wait for a short-lived reader.
+            store = live_store(self.path) or open_for_reading(self.path)
         try:
             yield store
         finally:
@@ -118,7 +131,27 @@ class ProvStore:
             raise QueryError(str(error)) from None
         with self._opened() as store:
             bindings = self._bindings(store, query, params)
-            return _select(store, query, bindings)
+            result = _select(store, query, bindings)
+        if query.name in _RUN_STATE_QUERIES and {"run_id", "host", "process_id"} <= set(result.columns):
+            result = self._with_run_state(result)
+        return result
+
+    def _with_run_state(self, result: QueryResult) -> QueryResult:
+        """Add ``state`` to rows about unfinished runs: running, crashed, or unknown (another host).
+
+        A run still training is the one whose process serves the store, or whose process is alive;
+        a run without an end whose process is gone was killed.
+        """
+        serving = None if is_remote(self.path) else serving_run_id(self.path)
+        states = []
+        for row in result.to_dicts():
+            alive = is_process_alive(row["host"], row["process_id"])
+            if row["run_id"] == serving or alive:
+                states.append("running")
+            else:
+                states.append("crashed" if alive is False else "unknown")
+        rows = [row + (state,) for row, state in zip(result.rows, states)]
+        return QueryResult(result.columns + ["state"], rows)
 
     def sparql(self, text: str, **params: Any) -> QueryResult:
         """Run SPARQL text over the union of all run graphs; ``params`` bind ``?name`` variables."""
@@ -153,6 +186,24 @@ class ProvStore:
     def runs(self) -> QueryResult:
         """One row per run: id, name, status, start, end, epochs."""
         return self.query("runs")
+
+    def hyperparameters(self, wide: bool = True, include: str = "run") -> Any:
+        """Runs × hyperparameter values as a pandas DataFrame.
+
+        Wide (the default): one row per run, one column per hyperparameter, so
+        runs compare at a glance; long: the ``hyperparameters`` query's rows.
+        ``include="all"`` adds optimizer and scheduler settings.
+        """
+        result = self.query("hyperparameters", include=include)
+        if not wide:
+            return result.to_dataframe()
+        import pandas as pd
+
+        runs: dict[str, dict[str, Any]] = {}
+        for row in result:
+            run = runs.setdefault(row["run_id"], {"run_id": row["run_id"], "run_name": row["run_name"]})
+            run[row["name"]] = row["value"]
+        return pd.DataFrame(list(runs.values()))
 
     def resolve_run(self, run: str) -> str:
         """The full id of the run whose id is or starts with ``run``."""
@@ -213,8 +264,23 @@ class ProvStore:
         from oxrdflib import OxigraphStore
         from rdflib import Dataset
 
-        inner = self._held if self._held is not None else open_for_reading(self.path)
-        dataset = Dataset(store=OxigraphStore(store=inner), default_union=True)
+        if self._held is not None:
+            inner = self._held
+        elif is_remote(self.path):
+            inner = RemoteStore(self.path)
+        else:
+            try:
+                inner = open_for_reading(self.path, wait_s=0)
+            except StoreLockedError:
+                inner = live_store(self.path) or open_for_reading(self.path)
+        if isinstance(inner, RemoteStore):  # a SPARQL endpoint: rdflib asks it directly
+            dataset = Dataset(store=inner.rdflib_store(), default_union=True)
+        elif isinstance(inner, EndpointStore):  # a training process serves the store: read it over SPARQL
+            from rdflib.plugins.stores.sparqlstore import SPARQLStore
+
+            dataset = Dataset(store=SPARQLStore(inner.url + "/sparql", returnFormat="json"), default_union=True)
+        else:
+            dataset = Dataset(store=OxigraphStore(store=inner), default_union=True)
         for prefix, namespace in PREFIXES.items():
             dataset.bind(prefix, namespace)
         return dataset
