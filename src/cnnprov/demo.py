@@ -136,6 +136,15 @@ class DigitsCNN(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": scheduler}
 
 
+def _checkpoint_root(store: str | os.PathLike | None) -> str | None:
+    """Checkpoints of a sweep sit beside its store directory (in the working directory for a server)."""
+    from .store import is_remote
+
+    if not store:
+        return None
+    return "cnnprov-checkpoints" if is_remote(store) else os.fspath(store) + "-checkpoints"
+
+
 @dataclass
 class SweepResult:
     """One configuration of a sweep and how its run went."""
@@ -187,7 +196,7 @@ def run_sweep(
             enable_progress_bar=False,
             enable_model_summary=False,
             log_every_n_steps=1,
-            default_root_dir=os.fspath(store) + "-checkpoints" if store else None,
+            default_root_dir=_checkpoint_root(store),
         )
         started = time.perf_counter()
         trainer.fit(DigitsCNN(**config), datamodule=DigitsDataModule(batch_size=batch_size, limit=limit, seed=seed))

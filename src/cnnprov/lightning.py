@@ -51,7 +51,9 @@ class ProvLogger(Logger):
 
     Args:
         store: directory of the embedded store (default ``$CNNPROV_STORE`` or
-            ``./provenance``). Many runs share one store.
+            ``./provenance``), or the URL of a SPARQL 1.1 endpoint such as an
+            Oxigraph server (``http://127.0.0.1:7878``) that many machines share.
+            Many runs share one store.
         run_name: a human name for the run (default: the start of its id).
         name: experiment name; checkpoints go to ``save_dir/name/version``.
         save_dir: root directory for checkpoints (default: the Trainer's

@@ -23,6 +23,7 @@ import pyoxigraph as ox
 
 from .queries_library import QueryFile, QueryNotFoundError, load_query, parse_query
 from .live import EndpointStore, live_store, serving_run_id
+from .prov_export import PROV_FORMATS
 from .remote import RemoteStore
 from .store import StoreLockedError, is_process_alive, is_remote, open_for_reading, resolve_store_path
 from .vocab import CNNPROV_NS, PREFIXES, literal, python_value
@@ -237,9 +238,15 @@ class ProvStore:
 
     # -- export ------------------------------------------------------------------
     def export(self, format: str = "turtle", run: str | None = None) -> bytes:
-        """Serialize one run (``run``) or every run as Turtle, TriG, N-Quads or JSON-LD."""
+        """Serialize one run (``run``) or every run as Turtle, TriG, N-Quads or JSON-LD, or through the
+        ``prov`` package as PROV-N, PROV-JSON or PROV-XML (``provn``, ``provjson``, ``provxml``)."""
+        if format in PROV_FORMATS:
+            from .prov_export import export_prov
+
+            return export_prov(self, format, run=run)
         if format not in RDF_FORMATS:
-            raise QueryError(f"unknown export format '{format}'; choose one of {', '.join(RDF_FORMATS)}")
+            known = ", ".join([*RDF_FORMATS, *PROV_FORMATS])
+            raise QueryError(f"unknown export format '{format}'; choose one of {known}")
         rdf_format = RDF_FORMATS[format]
         with self._opened() as store:
             if run is not None:

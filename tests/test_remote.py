@@ -1,0 +1,359 @@
+"""A shared store: training logs into a real Oxigraph server on 127.0.0.1, and every reading
+command takes its URL. Two trainings log at once; a server that goes away mid-run costs
+nothing but a spool file that ``cnnprov push`` sends later; ``cnnprov serve`` puts a store
+directory on the SPARQL protocol.
+
+Each test starts its own server (``oxigraph serve`` from PyPI's ``oxigraph``, in the test
+extra) on a free port of 127.0.0.1 and stops it afterwards.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+from collections import Counter
+from pathlib import Path
+
+import pyoxigraph as ox
+import pytest
+from helpers import tiny_data, tiny_trainer
+
+from cnnprov import ProvLogger, ProvStore
+from cnnprov.demo import DigitsCNN
+from cnnprov.queries_library import bundled_queries, load_query
+from cnnprov.remote import RemoteStore, Spool, bind, term_text
+
+HERE = Path(__file__).parent
+CLI = [sys.executable, "-m", "cnnprov.cli"]
+CNNPROV = "https://w3id.org/cnnprov/ns#"
+MLS = "http://www.w3.org/ns/mls#"
+RDFS = "http://www.w3.org/2000/01/rdf-schema#"
+
+# Values logged per metric in one run, counted in the run's own graph.
+METRIC_COUNTS = f"""
+SELECT ?id ?metric (COUNT(DISTINCT ?value) AS ?n)
+WHERE {{
+  GRAPH ?g {{
+    ?run <{CNNPROV}runId> ?id .
+    ?value a <{MLS}ModelEvaluation> ; <{MLS}specifiedBy> ?measure .
+    ?measure <{RDFS}label> ?metric .
+  }}
+}}
+GROUP BY ?id ?metric
+"""
+
+# One tiny training process: a ProvLogger on the server and a CSVLogger beside it, to compare with.
+TRAIN_SCRIPT = """
+import sys
+from pathlib import Path
+sys.path.insert(0, {tests!r})
+from lightning.pytorch.loggers import CSVLogger
+from helpers import tiny_data, tiny_trainer
+from cnnprov import ProvLogger
+from cnnprov.demo import DigitsCNN
+url, root, name, epochs = sys.argv[1], Path(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+logger = ProvLogger(store=url, run_name=name)
+csv_logger = CSVLogger(root, name="csv", version=0)
+tiny_trainer(root, [logger, csv_logger], max_epochs=epochs).fit(DigitsCNN(), datamodule=tiny_data())
+print(logger.run_id, csv_logger.log_dir, flush=True)
+""".format(tests=str(HERE))
+
+
+def oxigraph_executable() -> str:
+    beside = Path(sys.executable).with_name("oxigraph")
+    found = str(beside) if beside.exists() else shutil.which("oxigraph")
+    if not found:
+        pytest.skip("the Oxigraph server is not installed: pip install 'cnnprov[test]'")
+    return found
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class OxigraphServer:
+    """``oxigraph serve`` on a free port of 127.0.0.1, its data in ``location``."""
+
+    def __init__(self, location: Path) -> None:
+        self.location = location
+        self.process: subprocess.Popen | None = None
+        self.url = ""
+
+    def start(self) -> OxigraphServer:
+        port = free_port()
+        self.url = f"http://127.0.0.1:{port}"
+        self.process = subprocess.Popen(
+            [oxigraph_executable(), "serve", "--location", str(self.location), "--bind", f"127.0.0.1:{port}"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(f"{self.url}/query?query=ASK%7B%7D", timeout=2).close()
+                return self
+            except OSError:
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"oxigraph serve did not start on {self.url}") from None
+                time.sleep(0.05)
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+        if self.process is not None:
+            self.process.wait()
+
+
+@pytest.fixture
+def server(tmp_path):
+    running = OxigraphServer(tmp_path / "oxigraph").start()
+    yield running
+    running.kill()
+
+
+def cli(*args: str, **options) -> subprocess.CompletedProcess:
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=120, **options)
+
+
+def metric_counts(store: ProvStore, run_id: str) -> dict[str, int]:
+    return {row["metric"]: row["n"] for row in store.sparql(METRIC_COUNTS, id=run_id)}
+
+
+def csv_counts(log_dir: str) -> dict[str, int]:
+    counts: Counter = Counter()
+    with open(Path(log_dir) / "metrics.csv", newline="") as handle:
+        for row in csv.DictReader(handle):
+            counts.update(name for name, value in row.items() if value != "" and name not in ("epoch", "step"))
+    return dict(counts)
+
+
+def test_a_run_logged_to_the_server_reads_like_a_local_one(server, tmp_path):
+    logger = ProvLogger(store=server.url, run_name="shared")
+    tiny_trainer(tmp_path / "root", logger).fit(DigitsCNN(), datamodule=tiny_data())
+
+    listed = cli("runs", "--store", server.url, "--format", "json")
+    assert listed.returncode == 0, listed.stderr
+    (run,) = json.loads(listed.stdout)
+    assert (run["run_id"], run["name"], run["status"], run["epochs"]) == (logger.run_id, "shared", "success", 2)
+
+    best = cli("query", "best-runs", "--store", server.url, "--param", "metric=val_loss", "--param", "order=min", "-f", "json")
+    assert best.returncode == 0, best.stderr
+    (row,) = json.loads(best.stdout)
+    losses = ProvStore(server.url).query("epoch-metrics", run=logger.run_id).to_dicts()
+    assert row["best"] == min(r["value"] for r in losses if r["metric"] == "val_loss")
+
+    exported = cli("export", "--store", server.url, "--format", "nquads", "--run", logger.run_id[:8])
+    assert exported.returncode == 0, exported.stderr
+    quads = list(ox.parse(exported.stdout.encode(), format=ox.RdfFormat.N_QUADS))
+    assert {q.graph_name.value for q in quads} == {f"https://w3id.org/cnnprov/id/bundle/{logger.run_id}"}
+
+    dataset = ProvStore(server.url).dataset()  # rdflib over the endpoint, default graph = the union
+    (count,) = next(iter(dataset.query(f"SELECT (COUNT(?e) AS ?n) WHERE {{ ?e a <{CNNPROV}Epoch> }}")))
+    assert int(count) == 2
+    assert not (tmp_path / "cnnprov-spool").exists() and not Path("cnnprov-spool").exists()
+
+
+def test_every_bundled_query_answers_over_http_as_on_the_embedded_store(sweep_store, tmp_path):
+    """The same records, embedded and on a server: every bundled query, with its parameters bound."""
+    server = OxigraphServer(tmp_path / "oxigraph").start()
+    try:
+        RemoteStore(server.url).load(sweep_store.export("nquads"), format=ox.RdfFormat.N_QUADS)
+        remote = ProvStore(server.url)
+        run = sweep_store.runs().column("run_id")[0]
+        checkpoint = sweep_store.sparql(f"SELECT ?path WHERE {{ ?c <{CNNPROV}filePath> ?path }} LIMIT 1").rows[0][0]
+        required = {"run": run, "run_a": run, "run_b": sweep_store.runs().column("run_id")[1], "checkpoint": checkpoint,
+                    "dataset": "TensorDataset", "name": "dropout"}
+        calls = [("best-runs", {"metric": "val_loss", "order": "min"}), ("hyperparameters", {"include": "all"}),
+                 ("epoch-metrics", {"run": run[:8], "max_values": 20}), ("learning-curves", {"metric": "train_loss_step"})]
+        for name in bundled_queries():
+            needed = [p for p, spec in load_query(name).parameters.items() if spec.required]
+            if set(needed) <= set(required):  # a query added later with a parameter unknown here waits for this list
+                calls.append((name, {p: required[p] for p in needed}))
+        answered = set()
+        for name, params in calls:
+            local, shared = sweep_store.query(name, **params), remote.query(name, **params)
+            assert shared.columns == local.columns, name
+            assert sorted(map(repr, shared.rows)) == sorted(map(repr, local.rows)), (name, params)
+            answered |= {name} if len(local) else set()
+        assert {"runs", "best-runs", "hyperparameters", "epoch-metrics", "layers", "lineage", "compare-runs"} <= answered
+
+        # an endpoint that is not Oxigraph: the union named with default-graph-uri, as the protocol says
+        count = f"SELECT (COUNT(DISTINCT ?e) AS ?n) WHERE {{ ?e a <{CNNPROV}Epoch> }}"
+        generic = RemoteStore(server.url, union="dataset")
+        assert next(iter(generic.query(count, use_default_graph_as_union=True)))["n"].value == "4"
+
+        # bound values are terms: text that would break out of a literal finds nothing and harms nothing
+        hostile = 'val_acc" } } ; DROP ALL ; #'
+        assert len(remote.query("best-runs", metric=hostile)) == 0
+        assert len(remote.query("best-runs")) == 2
+    finally:
+        server.kill()
+
+
+def test_bound_variables_mean_what_pyoxigraph_substitutions_mean():
+    """The rewrite that binds parameters over HTTP, checked against pyoxigraph's own binding."""
+    store = ox.Store()
+    for name, value in (("a", 1), ("b", 2)):
+        store.add(ox.Quad(ox.NamedNode(f"http://x/{name}"), ox.NamedNode("http://x/p"), ox.Literal(value), ox.NamedNode("http://x/g")))
+    odd = ox.Literal('a\\u0022 "} ; DROP ALL ; # \\\\U0001F600 \x01\n')
+    store.add(ox.Quad(ox.NamedNode("http://x/c"), ox.NamedNode("http://x/p"), odd, ox.NamedNode("http://x/g")))
+    cases = [
+        ("SELECT ?x ?s WHERE { { ?s <http://x/p> ?o FILTER(?o = ?x) } }", 1),  # nested filter
+        ("SELECT ?x ?s WHERE { { SELECT ?s WHERE { ?s <http://x/p> ?o FILTER(?o = ?x) } } }", 1),  # not projected inside
+        ("SELECT ?x ?s WHERE { { SELECT ?s ?x WHERE { ?s <http://x/p> ?x } } }", 1),
+        ("SELECT ?x ?s WHERE { ?s <http://x/p> ?o MINUS { ?s <http://x/p> ?x } }", 1),
+        ("SELECT ?x ?y WHERE { BIND(?x + 1 AS ?y) }", 1),
+        ("SELECT ?x ?s WHERE { ?s <http://x/p> ?o VALUES ?x { 2 } }", 1),
+        ("SELECT * WHERE { ?s <http://x/p> ?x }", 2),
+        ("SELECT ?x (COUNT(*) AS ?n) WHERE { ?s <http://x/p> ?o FILTER(?o >= ?x) } GROUP BY ?x ORDER BY ?x", 1),
+        ("# ?x {\nSELECT ?x ?s WHERE { GRAPH ?g { ?s <http://x/p> ?o FILTER(STR(?o) != '?x }') } }", 1),
+        ("SELECT ?x ?s WHERE { ?s <http://x/p> ?x }", odd),
+    ]
+    for query, value in cases:
+        term = value if isinstance(value, ox.Literal) else ox.Literal(value)
+        expected = store.query(query, use_default_graph_as_union=True, substitutions={ox.Variable("x"): term})
+        rewritten = store.query(bind(query, {"x": term_text(term)}), use_default_graph_as_union=True)
+        assert sorted(map(str, rewritten)) == sorted(map(str, expected)), query
+    with pytest.raises(RuntimeError, match="projection"):
+        bind("SELECT ?s WHERE { ?s ?p ?x }", {"x": '"1"'})
+
+
+def test_two_trainings_log_into_one_server_at_once_and_nothing_is_lost(server, tmp_path):
+    env = dict(os.environ, OMP_NUM_THREADS="1", CNNPROV_SPOOL=str(tmp_path / "spool"))
+    processes = {
+        name: subprocess.Popen(
+            [sys.executable, "-c", TRAIN_SCRIPT, server.url, str(tmp_path / name), name, str(epochs)],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env,
+        )
+        for name, epochs in (("first", 3), ("second", 2))
+    }
+    finished = {name: process.communicate(timeout=240) for name, process in processes.items()}
+    assert all(process.returncode == 0 for process in processes.values())
+    store = ProvStore(server.url)
+    runs = {row["name"]: row for row in store.runs()}
+    assert {name: (row["status"], row["epochs"]) for name, row in runs.items()} == {
+        "first": ("success", 3),
+        "second": ("success", 2),
+    }
+    for name, (output, _) in finished.items():
+        run_id, log_dir = output.split()
+        assert runs[name]["run_id"] == run_id
+        assert metric_counts(store, run_id) == csv_counts(log_dir)  # every value the CSVLogger saw
+    assert not (tmp_path / "spool").exists()
+
+
+def test_a_server_that_goes_away_mid_run_leaves_a_spool_that_push_sends(tmp_path):
+    location, spool_dir, gate = tmp_path / "oxigraph", tmp_path / "spool", tmp_path / "gate"
+    gate.mkdir()
+    server = OxigraphServer(location).start()
+    errors = (tmp_path / "training.err").open("w")
+    training = subprocess.Popen(
+        [sys.executable, str(HERE / "paced_training.py"), server.url, str(gate), "3"],
+        stdout=subprocess.PIPE, stderr=errors, text=True,
+        env=dict(os.environ, CNNPROV_SPOOL=str(spool_dir)),
+    )
+    try:
+        for line in training.stdout:
+            if line.strip() == "epoch 1 waiting":  # epoch 0 is on the server
+                break
+        (run,) = ProvStore(server.url).runs().to_dicts()
+        assert (run["status"], run["epochs"]) == ("running", 1)
+        server.kill()  # the server goes away mid-run
+
+        (gate / "go-1").touch()
+        (gate / "go-2").touch()
+        assert training.wait(timeout=120) == 0  # training finished as if nothing happened
+        spool = spool_dir / f"{run['run_id']}.ru"
+        assert Spool(spool).count() > 0
+        assert f"cnnprov push --store {server.url} {spool}" in (tmp_path / "training.err").read_text()
+    finally:
+        server.kill()
+        if training.poll() is None:
+            training.kill()
+        training.wait()
+        errors.close()
+
+    restarted = OxigraphServer(location).start()  # the same data, on another port
+    try:
+        (run,) = ProvStore(restarted.url).runs().to_dicts()
+        assert run["status"] == "running"  # the end of the run is still in the spool
+        pushed = cli("push", "--store", restarted.url, str(spool))
+        assert pushed.returncode == 0, pushed.stderr
+        assert not spool.exists()
+        (run,) = ProvStore(restarted.url).runs().to_dicts()
+        assert (run["status"], run["epochs"]) == ("success", 3)
+        epochs = ProvStore(restarted.url).query("epoch-metrics", run=run["run_id"]).to_dicts()
+        assert {row["epoch"] for row in epochs if row["metric"] == "val_acc"} == {0, 1, 2}
+        assert ProvStore(restarted.url).sparql(
+            f"SELECT ?status WHERE {{ ?run <{CNNPROV}status> ?status ; a <{CNNPROV}TrainingRun> }}"
+        ).column("status") == ["success"]  # replaced, not added to
+    finally:
+        restarted.kill()
+
+
+def test_serve_puts_a_store_directory_on_the_sparql_protocol(sweep_store):
+    serving = subprocess.Popen(
+        [*CLI, "serve", "--store", str(sweep_store.path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        line = serving.stdout.readline()
+        url = line.split(" at ")[1].split()[0]
+        assert url.startswith("http://127.0.0.1:") and url.endswith("/sparql"), line
+        query = urllib.parse.urlencode({"query": f"SELECT (COUNT(DISTINCT ?r) AS ?n) WHERE {{ ?r <{CNNPROV}runId> ?id }}"})
+        request = urllib.request.Request(f"{url}?{query}", headers={"Accept": "application/sparql-results+json"})
+        answer = json.loads(urllib.request.urlopen(request, timeout=30).read())
+        assert answer["results"]["bindings"][0]["n"]["value"] == "2"
+        # the printed URL is a store for every reading command; the directory still reads too
+        listed = cli("runs", "--store", url, "--format", "json")
+        assert listed.returncode == 0, listed.stderr
+        assert len(json.loads(listed.stdout)) == 2
+        assert len(ProvStore(sweep_store.path).runs()) == 2
+    finally:
+        serving.send_signal(signal.SIGINT)  # Ctrl-C
+        assert serving.wait(timeout=30) == 0
+    assert not (sweep_store.path / "cnnprov-endpoint.json").exists()
+
+
+def test_serve_on_a_store_a_training_process_holds_points_at_its_endpoint(store_path):
+    from cnnprov import RunRecorder
+
+    recorder = RunRecorder(store_path, name="holding")
+    recorder.start()
+    try:
+        refused = cli("serve", "--store", str(store_path))
+        assert refused.returncode == 1
+        assert "training process" in refused.stderr and "/sparql" in refused.stderr, refused.stderr
+    finally:
+        recorder.finish()
+        recorder.close()
+
+
+def test_a_spool_is_one_sparql_update_that_push_can_also_apply_to_a_store_directory(tmp_path):
+    """No server at all: writes spool at once, in order; `cnnprov push --store DIR` applies them locally."""
+    away = RemoteStore(f"http://127.0.0.1:{free_port()}", spool=tmp_path / "run.ru", retries=0)
+    graph, run, status = ox.NamedNode("urn:x:g"), ox.NamedNode("urn:x:run"), ox.NamedNode(f"{CNNPROV}status")
+    writes = away.writes()
+    writes.extend([ox.Quad(run, status, ox.Literal("running"), graph)])
+    for old in writes.quads_for_pattern(run, status, None, graph):  # what the writer does for a Replace
+        writes.remove(old)
+    writes.extend([ox.Quad(run, status, ox.Literal('success \\u0022 "quoted"'), graph)])
+    away.close()
+    assert away.spooled == 2
+
+    store_dir = tmp_path / "provenance"
+    pushed = cli("push", "--store", str(store_dir), str(tmp_path / "run.ru"))
+    assert pushed.returncode == 0, pushed.stderr
+    assert not (tmp_path / "run.ru").exists()
+    reopened = ox.Store(str(store_dir))
+    assert [q.object.value for q in reopened.quads_for_pattern(run, status, None, graph)] == ['success \\u0022 "quoted"']
