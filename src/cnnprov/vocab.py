@@ -89,6 +89,7 @@ CNNPROV = _Namespace(
     normMomentum affine outputSize parameterCount trainableParameterCount
     dataRole sampleCount batchSize batchCount
     filePath fileSizeBytes sha256 monitoredMetric monitoredScore
+    HyperparameterStudy partOfStudy trialNumber trialState objectiveValue optimizationDirection bestRun
     """,
 )
 

@@ -1,0 +1,171 @@
+"""Record an Optuna study: the study as an activity, its sampler as an agent, each trial's run linked to it.
+
+Every trial trains with its own :class:`~cnnprov.lightning.ProvLogger`, made by
+:meth:`OptunaStudyRecorder.logger`; the recorder, passed to
+``study.optimize(callbacks=[...])``, links each finished trial's run to the
+study with its number, state (``COMPLETE``, ``PRUNED``, ``FAIL``), objective
+value and the settings the sampler chose (attributed to the sampler).
+
+Example::
+
+    import optuna
+    from cnnprov.sweeps import OptunaStudyRecorder
+
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=0))
+    recorder = OptunaStudyRecorder(study, store="provenance")
+
+    def objective(trial):
+        model = DigitsCNN(lr=trial.suggest_float("lr", 1e-3, 0.3, log=True))
+        trainer = L.Trainer(max_epochs=5, logger=recorder.logger(trial))
+        trainer.fit(model, datamodule=DigitsDataModule())
+        return trainer.callback_metrics["val_acc"].item()
+
+    study.optimize(objective, n_trials=8, callbacks=[recorder])
+    recorder.finish()
+
+Then ``cnnprov query best-trial`` and ``cnnprov query study-trials`` answer
+"the best trial and its settings" and "how the sampler's choices evolved".
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from typing import Any
+
+from pyoxigraph import Quad
+
+from .hyperparameters import scalar
+from .store import is_remote, open_for_writing, release_writer, resolve_store_path
+from .vocab import (
+    CNNPROV,
+    DEFAULT_BASE,
+    MLS,
+    PROV,
+    RDF,
+    RDFS,
+    child,
+    datetime_literal,
+    double_literal,
+    integer_literal,
+    iri,
+    iri_segment,
+    literal,
+    string_literal,
+)
+
+#: The trial attribute that names the cnnprov run a trial trained in.
+RUN_ID_ATTRIBUTE = "cnnprov_run_id"
+
+
+class OptunaStudyRecorder:
+    """Record an Optuna study and link every trial's run to it.
+
+    Args:
+        study: the ``optuna.Study`` to record.
+        store: the store the trials' runs are recorded in (directory or endpoint URL).
+        base: namespace in which IRIs are minted (as for the runs).
+    """
+
+    def __init__(self, study: Any, store: str | os.PathLike | None = None, base: str = DEFAULT_BASE) -> None:
+        self.study = study
+        self.store = resolve_store_path(store)
+        self.base = base
+        self.study_id = str(uuid.uuid4())
+        self.activity = iri(base, "study", iri_segment(self.study_id))
+        self.bundle = iri(base, "bundle", "study-" + iri_segment(self.study_id))
+        sampler = type(study.sampler)
+        self.sampler = iri(base, "agent", "sampler", iri_segment(self.study_id))
+        self._sampler_class = f"{sampler.__module__}.{sampler.__qualname__}"
+        self._write(self._study_quads(time.time()))
+
+    def logger(self, trial: Any, **options: Any) -> Any:
+        """A ProvLogger for this trial's run, named after the trial; ``options`` go to ProvLogger."""
+        from .lightning import ProvLogger
+
+        options.setdefault("run_name", f"{self.study.study_name} trial {trial.number}")
+        logger = ProvLogger(store=self.store, base=self.base, **options)
+        trial.set_user_attr(RUN_ID_ATTRIBUTE, logger.run_id)
+        return logger
+
+    def __call__(self, study: Any, trial: Any) -> None:
+        """Optuna callback: record a finished trial (any state) and link its run."""
+        run_id = trial.user_attrs.get(RUN_ID_ATTRIBUTE)
+        if run_id is None:
+            return  # the trial trained without a logger from this recorder
+        run = iri(self.base, "run", iri_segment(run_id))
+        quads = [
+            (run, CNNPROV.partOfStudy, self.activity),
+            (run, PROV.wasInformedBy, self.activity),
+            (run, CNNPROV.trialNumber, integer_literal(trial.number)),
+            (run, CNNPROV.trialState, string_literal(trial.state.name)),
+        ]
+        if trial.value is not None:
+            quads.append((run, CNNPROV.objectiveValue, double_literal(trial.value)))
+        for name, value in trial.params.items():
+            setting = child(self.activity, "trial", str(trial.number), "suggestion", name)
+            parameter = iri(self.base, "hyperparameter", iri_segment(name))
+            quads += [
+                (setting, RDF.type, PROV.Entity),
+                (setting, RDF.type, MLS.HyperParameterSetting),
+                (setting, MLS.specifiedBy, parameter),
+                (setting, MLS.hasValue, literal(scalar(value))),
+                (setting, PROV.wasAttributedTo, self.sampler),
+                (setting, PROV.wasGeneratedBy, self.activity),
+                (setting, CNNPROV.trialNumber, integer_literal(trial.number)),
+                (parameter, RDF.type, MLS.HyperParameter),
+                (parameter, RDFS.label, string_literal(name)),
+                (run, PROV.used, setting),
+            ]
+        self._write(quads)
+
+    def finish(self) -> None:
+        """Record the study's end and its best trial's run."""
+        quads = [(self.activity, PROV.endedAtTime, datetime_literal(time.time()))]
+        try:
+            best = self.study.best_trial
+        except ValueError:  # no completed trial
+            best = None
+        if best is not None and RUN_ID_ATTRIBUTE in best.user_attrs:
+            quads.append((self.activity, CNNPROV.bestRun, iri(self.base, "run", iri_segment(best.user_attrs[RUN_ID_ATTRIBUTE]))))
+        self._write(quads)
+
+    def _study_quads(self, started: float) -> list[tuple]:
+        study, sampler = self.activity, self.sampler
+        direction = self.study.direction.name.lower()
+        return [
+            (self.bundle, RDF.type, PROV.Entity),
+            (self.bundle, RDF.type, PROV.Bundle),
+            (study, RDF.type, PROV.Activity),
+            (study, RDF.type, CNNPROV.HyperparameterStudy),
+            (study, RDFS.label, string_literal(self.study.study_name)),
+            (study, CNNPROV.optimizationDirection, string_literal(direction)),
+            (study, PROV.startedAtTime, datetime_literal(started)),
+            (study, PROV.wasAssociatedWith, sampler),
+            (sampler, RDF.type, PROV.Agent),
+            (sampler, RDF.type, PROV.SoftwareAgent),
+            (sampler, RDFS.label, string_literal(self._sampler_class.rsplit(".", 1)[-1])),
+            (sampler, CNNPROV.pythonClass, string_literal(self._sampler_class)),
+        ]
+
+    def _write(self, triples: list[tuple]) -> None:
+        quads = [Quad(s, p, o, self.bundle) for s, p, o in triples]
+        if is_remote(self.store):
+            from .remote import RemoteStore
+
+            remote = RemoteStore(self.store)
+            try:
+                remote.extend(quads)
+            finally:
+                remote.close()
+            return
+        # between trials nobody else holds the store: open it for this one write
+        store = open_for_writing(self.store, run_id=f"study {self.study_id}")
+        try:
+            store.extend(quads)
+        finally:
+            del store
+            release_writer(self.store)
+
+
