@@ -17,7 +17,8 @@ from .store import DEFAULT_STORE, STORE_ENV, StoreError
 
 _STORE_HELP = (
     f"provenance store directory (default: ${STORE_ENV} if set, else ./{DEFAULT_STORE}, "
-    f"the same place ProvLogger writes by default)"
+    f"the same place ProvLogger writes by default), or the URL of a SPARQL endpoint runs log to "
+    f"(e.g. http://127.0.0.1:7878, an Oxigraph server)"
 )
 
 _DESCRIPTION = """\
@@ -36,6 +37,12 @@ examples:
   cnnprov query --list                              the bundled questions
   cnnprov query my-question.rq --param run=3f2a     your own SPARQL file
   cnnprov export --format turtle --run 3f2a > run.ttl
+  cnnprov export -f svg --run 3f2a -o run.svg       a picture of one run's provenance
+  cnnprov validate                                  check every run against the SHACL shapes
+  cnnprov plot learning-curves --metric val_loss -o curves.png
+  cnnprov runs --store http://127.0.0.1:7878        runs logged to a SPARQL endpoint (an Oxigraph server)
+  cnnprov push --store http://127.0.0.1:7878 cnnprov-spool/*.ru    send what the endpoint missed
+  cnnprov serve --store provenance                  serve a store read-only over SPARQL on 127.0.0.1
 """
 
 
@@ -81,17 +88,72 @@ def build_parser() -> argparse.ArgumentParser:
 
     export = commands.add_parser(
         "export",
-        help="write runs as Turtle, TriG, N-Quads or JSON-LD",
-        description="Serialize one run, or every run, for sharing with other RDF and PROV tools.",
-        epilog="example: cnnprov export --format trig -o runs.trig",
+        help="write runs as RDF (Turtle, TriG, N-Quads, JSON-LD), PROV-N/JSON/XML, or a picture of one run",
+        description=(
+            "Serialize one run, or every run, for sharing with other RDF and PROV tools: RDF as stored\n"
+            "(turtle, trig, nquads, jsonld), or the W3C PROV serializations through the prov package\n"
+            "(provn, provjson, provxml; each run is a bundle). svg, png and dot draw one run's provenance\n"
+            "graph, with epochs and metric values folded (svg and png need Graphviz's `dot`)."
+        ),
+        epilog=(
+            "examples:\n"
+            "  cnnprov export --format trig -o runs.trig\n"
+            "  cnnprov export --format provn --run 3f2a -o run.provn\n"
+            "  cnnprov export --format svg --run 3f2a -o run.svg"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _add_store(export)
     export.add_argument(
-        "--format", "-f", default="turtle", choices=("turtle", "trig", "nquads", "jsonld"), help="default: turtle"
+        "--format",
+        "-f",
+        default="turtle",
+        choices=("turtle", "trig", "nquads", "jsonld", "provn", "provjson", "provxml", "svg", "png", "dot"),
+        help="default: turtle; svg, png and dot need --run",
     )
     export.add_argument("--run", help="only this run (its id, or the start of it)")
     export.add_argument("--output", "-o", type=Path, help="write to this file instead of standard output")
     export.set_defaults(handler=_export)
+
+    validate = commands.add_parser(
+        "validate",
+        help="check every run's record against the SHACL shapes of a well-formed run",
+        description=(
+            "Validate each run's named graph with pySHACL against ontologies/cnnprov-shapes.ttl: a start, "
+            "agents, settings, epochs in order that start before they end, metric values with a measure "
+            "and a numeric value, checkpoints with a SHA-256, and more. Prints one line per run as it is "
+            "checked and, for a run that breaks a rule, each node and the rule it breaks. Exit status 1 "
+            "when any run does not conform (warnings do not count)."
+        ),
+        epilog="example: cnnprov validate --run 3f2a",
+    )
+    _add_store(validate)
+    validate.add_argument("--run", help="only this run (its id, or the start of it)")
+    validate.add_argument(
+        "--quiet", "-q", action="store_true", help="print only the runs that break a rule, and the summary"
+    )
+    validate.set_defaults(handler=_validate)
+
+    plot = commands.add_parser(
+        "plot",
+        help="draw learning curves or a hyperparameter's effect to PNG/SVG",
+        description="Draw a picture of the runs in a store with matplotlib; the file's extension picks the format.",
+        epilog=(
+            "examples:\n"
+            "  cnnprov plot learning-curves --metric val_loss -o curves.svg\n"
+            "  cnnprov plot hyperparameter-effect --name dropout --metric val_acc -o dropout.png"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    plot.add_argument("kind", choices=("learning-curves", "hyperparameter-effect"), help="what to draw")
+    plot.add_argument("--metric", "-m", default="val_acc", help="the metric on the y axis (default: val_acc)")
+    plot.add_argument("--name", "-n", help="hyperparameter-effect: the hyperparameter on the x axis (e.g. dropout)")
+    plot.add_argument(
+        "--order", default="max", choices=("max", "min"), help="hyperparameter-effect: best is the max or the min"
+    )
+    plot.add_argument("--output", "-o", type=Path, help="image file (.png, .svg, .pdf); default: KIND.png")
+    _add_store(plot)
+    plot.set_defaults(handler=_plot)
 
     demo = commands.add_parser(
         "demo",
@@ -107,11 +169,41 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--epochs", type=int, default=5, help="epochs per configuration (default: 5)")
     demo.add_argument("--limit", type=int, default=None, help="use only the first N images (faster, less accurate)")
     demo.set_defaults(handler=_demo)
+
+    push = commands.add_parser(
+        "push",
+        help="send the records a run kept while its SPARQL endpoint was away",
+        description=(
+            "A run that logs to a SPARQL endpoint keeps the batches the endpoint did not take in a "
+            "spool file (./cnnprov-spool/RUN-ID.ru, or in $CNNPROV_SPOOL) and says so when it ends. "
+            "This sends them, in order, to --store: the endpoint (or a store directory). Sent "
+            "batches leave the file, and an empty file is removed, so a push cut short can be run "
+            "again."
+        ),
+        epilog="example: cnnprov push --store http://127.0.0.1:7878 cnnprov-spool/*.ru",
+    )
+    push.add_argument("spool", nargs="+", type=Path, help="spool files (.ru) to send")
+    _add_store(push)
+    push.set_defaults(handler=_push)
+
+    serve = commands.add_parser(
+        "serve",
+        help="serve a store directory read-only over SPARQL on 127.0.0.1",
+        description=(
+            "Answer SPARQL 1.1 Protocol queries (GET or POST to /sparql) over every run graph of a "
+            "store directory, until Ctrl-C. Other cnnprov commands keep working on the store "
+            "meanwhile (they ask the endpoint); training into it waits until it stops."
+        ),
+        epilog="example: cnnprov serve --store provenance --port 7879",
+    )
+    _add_store(serve)
+    serve.add_argument("--port", "-p", type=int, default=0, help="port on 127.0.0.1 (default: a free one)")
+    serve.set_defaults(handler=_serve)
     return parser
 
 
 def _add_store(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--store", "-s", default=None, metavar="PATH", help=_STORE_HELP)
+    parser.add_argument("--store", "-s", default=None, metavar="PATH|URL", help=_STORE_HELP)
 
 
 def _add_format(parser: argparse.ArgumentParser) -> None:
@@ -152,9 +244,17 @@ def _query(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from .query import ProvStore
+    from .picture import PICTURE_FORMATS
+    from .query import ProvStore, QueryError
 
-    data = ProvStore(args.store).export(args.format, run=args.run)
+    if args.format in PICTURE_FORMATS:
+        from .picture import run_picture
+
+        if not args.run:
+            raise QueryError(f"--format {args.format} draws one run: pass --run ID (`cnnprov runs` lists the ids)")
+        data = run_picture(ProvStore(args.store), args.run, args.format)
+    else:
+        data = ProvStore(args.store).export(args.format, run=args.run)
     if args.output:
         try:
             args.output.write_bytes(data)
@@ -164,6 +264,29 @@ def _export(args: argparse.Namespace) -> int:
     else:
         sys.stdout.buffer.write(data)
         sys.stdout.flush()
+    return 0
+
+
+def _plot(args: argparse.Namespace) -> int:
+    from . import plots
+    from .query import ProvStore, QueryError
+
+    store = ProvStore(args.store)
+    output = args.output or Path(f"{args.kind}.png")
+    try:
+        if args.kind == "learning-curves":
+            figure = plots.learning_curves(store, metric=args.metric)
+        else:
+            if not args.name:
+                raise QueryError("hyperparameter-effect needs --name, the hyperparameter to plot (e.g. --name dropout)")
+            figure = plots.hyperparameter_effect(store, args.name, metric=args.metric, order=args.order)
+    except ValueError as error:
+        raise QueryError(str(error)) from None
+    try:
+        plots.save(figure, output)
+    except (OSError, ValueError) as error:
+        raise QueryError(f"cannot write '{output}': {error}") from None
+    print(f"wrote {output}", file=sys.stderr)
     return 0
 
 
@@ -195,8 +318,95 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _push(args: argparse.Namespace) -> int:
+    from .remote import RemoteStore, Spool
+    from .store import is_remote, open_for_writing, release_writer, resolve_store_path
+
+    target = resolve_store_path(args.store)
+    for path in args.spool:
+        if not path.is_file():
+            raise StoreError(f"no spool file '{path}': a run names its spool file when it ends")
+    if is_remote(target):
+        send = RemoteStore(target).push
+    else:  # an embedded store: SPARQL Update, locally
+        store = open_for_writing(target)
+
+        def send(path: Path) -> int:
+            return Spool(path).drain(store.update)
+
+    try:
+        for path in args.spool:
+            total = Spool(path).count()
+            try:
+                sent = send(path)
+            except (OSError, SyntaxError) as error:
+                left = Spool(path).count()
+                raise StoreError(
+                    f"{error}. Sent {total - left} of {total} batches from '{path}'; the other {left} "
+                    f"stay there: run `cnnprov push` again when {target} takes them"
+                ) from None
+            print(f"sent {sent} batches from '{path}' to {target}", file=sys.stderr)
+    finally:
+        if not is_remote(target):
+            del store
+            release_writer(target)
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import time
+
+    from .live import ReadEndpoint, live_store
+    from .store import StoreLockedError, is_remote, open_for_reading, resolve_store_path, writer_info
+
+    path = resolve_store_path(args.store)
+    if is_remote(path):
+        raise StoreError(f"'{path}' is a SPARQL endpoint already: give `serve` a store directory")
+    try:
+        store = open_for_reading(path, wait_s=0)
+    except StoreLockedError:
+        live = live_store(path)
+        if live is None or not hasattr(live, "url"):
+            raise
+        info = writer_info(path) or {}
+        who = f" (process {info['pid']}, run {info.get('run_id')})" if info.get("pid") else ""
+        raise StoreError(
+            f"'{path}' is held by a training process{who}, which serves it read-only itself at "
+            f"{live.url}/sparql while it trains: query that endpoint, or run `cnnprov serve` when it ends"
+        ) from None
+    endpoint = ReadEndpoint(store, path)
+    try:
+        url = endpoint.start(port=args.port)
+    except OSError as error:
+        raise StoreError(f"cannot serve on 127.0.0.1:{args.port}: {error.strerror or error}; choose another --port") from None
+    print(f"serving '{path}' read-only at {url}/sparql (SPARQL 1.1 Protocol); Ctrl-C stops", flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        endpoint.stop()
+    print("stopped", file=sys.stderr)
+    return 0
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from .validate import ValidationReport, iter_validate_store
+
+    report = ValidationReport()
+    for number, total, run in iter_validate_store(args.store, run=args.run):
+        report.runs.append(run)
+        if not (args.quiet and run.conforms):
+            text = run.text() if run.findings else run.summary()
+            print(f"[{number}/{total}] {text}", flush=True)
+    print(report.summary())
+    return 0 if report.conforms else 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``cnnprov`` console script."""
+    from .picture import PictureError
     from .query import QueryError, RunNotFoundError
     from .queries_library import QueryNotFoundError
 
@@ -204,7 +414,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.handler(args)
-    except (StoreError, QueryError, RunNotFoundError, QueryNotFoundError, ImportError) as error:
+    except (StoreError, QueryError, RunNotFoundError, QueryNotFoundError, ImportError, PictureError) as error:
         print(f"cnnprov: error: {error}", file=sys.stderr)
         return 1
     except BrokenPipeError:  # `cnnprov export | head`

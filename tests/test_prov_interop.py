@@ -1,0 +1,335 @@
+"""PROV interoperability: the `prov` package reads cnnprov's records, PROV-N/JSON/XML exports, pictures, docs.
+
+What `prov` (3.2.3) reads is compared with the triples of the export it read: every node the
+export describes must come back as a PROV element, every relation as a record of its type between
+the same two nodes, at most once per form it is stated in (prov reads a usage or generation stated
+both plainly and qualified as two records; see shared/CLARIFICATIONS.md), and nothing else.
+"""
+
+from __future__ import annotations
+
+import collections
+import re
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import pyoxigraph as ox
+import pytest
+import rdflib
+from prov.model import ProvBundle, ProvDocument, ProvElement, ProvRelation
+from rdflib import Namespace, URIRef
+from rdflib.namespace import OWL, RDF, RDFS
+
+from cnnprov import ProvStore
+from cnnprov.picture import ontology_dot, run_dot
+
+ROOT = Path(__file__).resolve().parents[1]
+PROV = Namespace("http://www.w3.org/ns/prov#")
+CP = Namespace("https://w3id.org/cnnprov/ns#")
+
+#: PROV-O relation property → the prov record type it reads as.
+RELATIONS = {
+    "used": "ProvUsage",
+    "wasGeneratedBy": "ProvGeneration",
+    "wasAssociatedWith": "ProvAssociation",
+    "wasAttributedTo": "ProvAttribution",
+    "wasInformedBy": "ProvCommunication",
+    "wasDerivedFrom": "ProvDerivation",
+    "hadMember": "ProvMembership",
+    "actedOnBehalfOf": "ProvDelegation",
+    "wasStartedBy": "ProvStart",
+    "wasEndedBy": "ProvEnd",
+    "wasInvalidatedBy": "ProvInvalidation",
+    "wasInfluencedBy": "ProvInfluence",
+}
+#: Qualified class → (record type, qualifying property, influencer property, whether prov merges it with
+#: the plain form).
+QUALIFIED = {
+    "Usage": ("ProvUsage", "qualifiedUsage", "entity", False),
+    "Generation": ("ProvGeneration", "qualifiedGeneration", "activity", False),
+    "Derivation": ("ProvDerivation", "qualifiedDerivation", "entity", False),
+    "Association": ("ProvAssociation", "qualifiedAssociation", "agent", True),
+    "Attribution": ("ProvAttribution", "qualifiedAttribution", "agent", True),
+    "Communication": ("ProvCommunication", "qualifiedCommunication", "activity", True),
+    "Delegation": ("ProvDelegation", "qualifiedDelegation", "agent", True),
+    "Influence": ("ProvInfluence", "qualifiedInfluence", "influencer", True),
+}
+ELEMENTS = {PROV.Entity: "ProvEntity", PROV.Activity: "ProvActivity", PROV.Agent: "ProvAgent"}
+
+
+def cli(*args: object, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "cnnprov.cli", *map(str, args)], capture_output=True, timeout=300, env=env
+    )
+
+
+# -- comparing what prov read with the triples it read ----------------------------------------------
+def read_with_prov(content: bytes | str, **options) -> tuple[ProvDocument, list[str]]:
+    """Deserialize with prov, returning the document and the warnings prov gave (it warns when it drops data)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        document = ProvDocument.deserialize(content=content, **options)
+    return document, [str(w.message)[:300] for w in caught if issubclass(w.category, UserWarning)]
+
+
+def expected_records(graph: rdflib.Graph, one_per_relation: bool) -> tuple[dict, dict]:
+    """From an export's triples: {node: element type} and {(record type, a, b): most records allowed}.
+
+    ``one_per_relation``: a relation stated in both forms may be read once (cnnprov's own PROV exports)
+    rather than once per form (prov reading PROV-O).
+    """
+    qualified_nodes = {q for cls in QUALIFIED for q in graph.subjects(RDF.type, PROV[cls])}
+    elements = {}
+    for subject in set(graph.subjects()):
+        if isinstance(subject, URIRef) and subject not in qualified_nodes:
+            kinds = [ELEMENTS[t] for t in graph.objects(subject, RDF.type) if t in ELEMENTS]
+            elements[str(subject)] = kinds[0] if kinds else "an element (it is typed with no PROV class)"
+    plain, qualified = collections.Counter(), collections.Counter()
+    for name, record in RELATIONS.items():
+        for a, b in graph.subject_objects(PROV[name]):
+            plain[(record, str(a), str(b))] = 1
+    merged = set()
+    for cls, (record, qualifying, influencer, merged_by_prov) in QUALIFIED.items():
+        for node in graph.subjects(RDF.type, PROV[cls]):
+            for a in graph.subjects(PROV[qualifying], node):
+                key = (record, str(a), str(graph.value(node, PROV[influencer])))
+                qualified[key] += 1
+                if merged_by_prov:
+                    merged.add(key)
+    most = {}
+    for key in set(plain) | set(qualified):
+        if one_per_relation or key in merged:
+            most[key] = max(plain[key], qualified[key])
+        else:
+            most[key] = plain[key] + qualified[key]
+    return elements, most
+
+
+def read_records(bundle: ProvBundle) -> tuple[collections.Counter, collections.Counter]:
+    elements = collections.Counter()
+    relations = collections.Counter()
+    for record in bundle.get_records():
+        if isinstance(record, ProvElement):
+            elements[(str(record.identifier.uri), type(record).__name__)] += 1
+        elif isinstance(record, ProvRelation):
+            (_, a), (_, b) = list(record.formal_attributes)[:2]
+            relations[(type(record).__name__, a.uri if a else None, b.uri if b else None)] += 1
+    return elements, relations
+
+
+def problems(
+    graph: rdflib.Graph, bundle: ProvBundle, one_per_relation: bool, types: set[str] | None = None
+) -> list[str]:
+    """Everything prov dropped, duplicated or made up, compared with the triples it read."""
+    expected_elements, most = expected_records(graph, one_per_relation)
+    elements, relations = read_records(bundle)
+    found = []
+    if types is None:
+        read = {node: kind for node, kind in elements}
+        for node, kind in sorted(expected_elements.items()):
+            if node not in read:
+                found.append(f"dropped {node}: expected {kind}")
+            elif read[node] != kind and kind in ELEMENTS.values():
+                found.append(f"{node} read as {read[node]}, typed {kind}")
+        found += [f"{node} read {n} times" for (node, _), n in elements.items() if n > 1]
+    for key, allowed in sorted(most.items()):
+        if types is None or key[0] in types:
+            if relations[key] == 0:
+                found.append(f"dropped {key}")
+            elif relations[key] > allowed:
+                found.append(f"{key} read {relations[key]} times (stated in {allowed} form(s))")
+    for key in sorted(relations, key=str):
+        if key not in most and (types is None or key[0] in types):
+            found.append(f"made up {key} ({relations[key]} times)")
+    return found
+
+
+@pytest.fixture(scope="module")
+def run_turtle(sweep_store: ProvStore) -> tuple[str, bytes]:
+    run_id = sorted(sweep_store.runs().to_dicts(), key=lambda r: r["name"])[0]["run_id"]
+    return run_id, sweep_store.export("turtle", run=run_id)
+
+
+def with_both_forms(graph: rdflib.Graph) -> rdflib.Graph:
+    """Add the PROV-O qualified form of every plain usage and generation, as PROV-O recommends stating them."""
+    for n, (activity, entity) in enumerate(sorted(graph.subject_objects(PROV.used))):
+        usage = URIRef(f"{activity}/usage/{n}")
+        graph.add((activity, PROV.qualifiedUsage, usage))
+        graph.add((usage, RDF.type, PROV.Usage))
+        graph.add((usage, PROV.entity, entity))
+    for entity, activity in sorted(graph.subject_objects(PROV.wasGeneratedBy)):
+        generation = URIRef(f"{entity}/generation")
+        graph.add((entity, PROV.qualifiedGeneration, generation))
+        graph.add((generation, RDF.type, PROV.Generation))
+        graph.add((generation, PROV.activity, activity))
+        time = graph.value(entity, PROV.generatedAtTime)
+        if time is not None:
+            graph.add((generation, PROV.atTime, time))
+    return graph
+
+
+# -- 2. prov reads the Turtle export ------------------------------------------------------------------
+def test_prov_reads_a_turtle_export_dropping_nothing_and_duplicating_nothing(run_turtle):
+    run_id, turtle = run_turtle
+    graph = rdflib.Graph().parse(data=turtle, format="turtle")
+    document, warned = read_with_prov(turtle, format="rdf", rdf_format="turtle")
+    kinds = collections.Counter(type(r).__name__ for r in document.get_records())
+    assert kinds["ProvGeneration"] > 50 and kinds["ProvUsage"] > 10 and kinds["ProvActivity"] >= 3  # a real read
+    found = problems(graph, document, one_per_relation=False)
+    assert (warned, found) == ([], []), (
+        "prov drops what it cannot attach to a PROV element or relation, and folds a plain "
+        "prov:wasAssociatedWith without a qualified association of its own into another one: "
+        "the recorder must type every node it describes with a PROV class and give every associated "
+        f"agent its own prov:qualifiedAssociation.\n{warned}\n" + "\n".join(found[:40])
+    )
+
+
+def test_prov_reads_a_usage_or_generation_in_both_forms_at_most_once_per_form(run_turtle):
+    graph = with_both_forms(rdflib.Graph().parse(data=run_turtle[1], format="turtle"))
+    document, _ = read_with_prov(graph.serialize(format="turtle"), format="rdf", rdf_format="turtle")
+    types = {"ProvUsage", "ProvGeneration"}
+    assert problems(graph, document, one_per_relation=False, types=types) == []
+    _, relations = read_records(document)
+    counts = collections.Counter(n for key, n in relations.items() if key[0] in types)
+    assert set(counts) == {2}  # the documented behaviour: one record per form, never more
+
+
+# -- 3. cnnprov's PROV-N, PROV-JSON and PROV-XML exports -------------------------------------------------
+@pytest.fixture(scope="module")
+def store_graphs(sweep_store: ProvStore) -> dict[str, rdflib.Graph]:
+    dataset = rdflib.Dataset().parse(data=sweep_store.export("trig"), format="trig")
+    return {str(g.identifier): g for g in dataset.graphs() if len(g)}
+
+
+@pytest.mark.parametrize(("fmt", "prov_format"), [("provn", "provn"), ("provjson", "json"), ("provxml", "xml")])
+def test_prov_exports_keep_each_run_as_a_bundle_with_every_relation_once(sweep_store, store_graphs, fmt, prov_format):
+    exported = sweep_store.export(fmt)
+    document, warned = read_with_prov(exported, format=prov_format)
+    assert warned == []
+    assert document.get_records() == []  # everything lives in the runs' bundles
+    bundles = {str(b.identifier.uri): b for b in document.bundles}
+    assert set(bundles) == set(store_graphs) and len(bundles) == 2
+    for name, bundle in bundles.items():
+        assert problems(store_graphs[name], bundle, one_per_relation=True) == [], name
+        _, relations = read_records(bundle)
+        assert max(relations.values()) == 1
+
+
+def test_prov_n_of_one_run_from_the_command_line(sweep_store, tmp_path):
+    run_id = sweep_store.runs().column("run_id")[0]
+    target = tmp_path / "run.provn"
+    result = cli("export", "--store", sweep_store.path, "-f", "provn", "--run", run_id[:6], "-o", target)
+    assert result.returncode == 0, result.stderr
+    text = target.read_text()
+    assert text.startswith("document\n") and text.rstrip().endswith("endDocument")
+    assert text.count("\n  bundle ") == 1 and run_id in text.split("\n  bundle ", 1)[1].splitlines()[0]
+    assert "wasAssociatedWith(" in text and "used(" in text and "wasGeneratedBy(" in text
+
+
+def test_a_relation_in_both_forms_is_exported_once_keeping_the_qualified_details(run_turtle, tmp_path):
+    graph = with_both_forms(rdflib.Graph().parse(data=run_turtle[1], format="turtle"))
+    (bundle,) = graph.subjects(RDF.type, CP.RunBundle)
+    path = tmp_path / "both-forms"
+    store = ox.Store(str(path))
+    data = graph.serialize(format="nt", encoding="utf-8")
+    store.load(data, format=ox.RdfFormat.N_TRIPLES, to_graph=ox.NamedNode(str(bundle)))
+    store.flush()
+    del store
+
+    document, warned = read_with_prov(ProvStore(path).export("provn"), format="provn")
+    assert warned == []
+    (read,) = document.bundles
+    assert problems(graph, read, one_per_relation=True) == []
+    generations = [r for r in read.get_records() if type(r).__name__ == "ProvGeneration"]
+    assert generations and all(str(r.identifier.uri).endswith("/generation") for r in generations)
+    assert all(r.get_attribute("prov:time") for r in generations)  # the qualified node's time survived the merge
+
+
+# -- 3. a picture of one run -----------------------------------------------------------------------------
+def test_dot_picture_folds_epochs_and_values_into_a_readable_graph(sweep_store):
+    run = sorted(sweep_store.runs().to_dicts(), key=lambda r: r["name"])[0]
+    dot = run_dot(sweep_store, run["run_id"][:8])
+    nodes = re.findall(r'^  (n\d+) \[label="((?:[^"\\]|\\.)*)"', dot, flags=re.M)
+    labels = [label for _, label in nodes]
+    assert len(nodes) < 30  # the run holds over a hundred values, four of them epochs' worth
+    assert "epochs 0–1\\n2 epochs" in "".join(labels)
+    values = sweep_store.sparql(
+        """SELECT ?id (COUNT(DISTINCT ?v) AS ?n) WHERE { ?r <https://w3id.org/cnnprov/ns#runId> ?id .
+             ?e <https://w3id.org/cnnprov/ns#partOfRun> ?r . ?v <http://www.w3.org/ns/prov#wasGeneratedBy> ?e ;
+             <http://www.w3.org/ns/mls#specifiedBy>/<http://www.w3.org/2000/01/rdf-schema#label> "val_acc" }
+           GROUP BY ?id""",
+        id=run["run_id"],
+    ).column("n")[0]
+    assert f"val_acc: {values} values" in "".join(labels)
+    assert any(label.startswith(f"run '{run['name']}'") for label in labels)
+    assert any("checkpoints (epochs 0–1)" in label for label in labels)
+    for relation in ("used", "wasGeneratedBy", "wasAssociatedWith", "partOfRun"):
+        assert f'label="{relation}"' in dot
+
+
+def test_svg_and_png_pictures_from_the_command_line(sweep_store, tmp_path):
+    run_id = sweep_store.runs().column("run_id")[0]
+    svg = cli("export", "--store", sweep_store.path, "-f", "svg", "--run", run_id, "-o", tmp_path / "run.svg")
+    assert svg.returncode == 0, svg.stderr
+    text = (tmp_path / "run.svg").read_text()
+    assert "<svg" in text and "epochs 0–1" in text and "val_acc" in text
+    png = cli("export", "--store", sweep_store.path, "-f", "png", "--run", run_id)
+    assert png.returncode == 0 and png.stdout.startswith(b"\x89PNG\r\n\x1a\n")
+
+
+def test_pictures_need_a_run_and_say_when_graphviz_is_missing(sweep_store, tmp_path):
+    run_id = sweep_store.runs().column("run_id")[0]
+    no_run = cli("export", "--store", sweep_store.path, "-f", "svg")
+    assert no_run.returncode == 1 and b"pass --run ID" in no_run.stderr
+    without_graphviz = {"PATH": str(tmp_path)}  # python is run by its full path; `dot` is nowhere
+    missing = cli("export", "--store", sweep_store.path, "-f", "svg", "--run", run_id, env=without_graphviz)
+    assert missing.returncode == 1
+    assert missing.stderr.startswith(b"cnnprov: error: drawing a SVG picture needs Graphviz's `dot` program")
+    dot = cli("export", "--store", sweep_store.path, "-f", "dot", "--run", run_id, env=without_graphviz)
+    assert dot.returncode == 0 and dot.stdout.startswith(b"digraph provenance {")
+
+
+# -- 4. the ontology picture and the concepts page ----------------------------------------------------------
+@pytest.fixture(scope="module")
+def ontology() -> rdflib.Graph:
+    return rdflib.Graph().parse(ROOT / "ontologies" / "cnnprov.ttl", format="turtle")
+
+
+def test_ontology_picture_has_every_class_and_subclass_link(ontology):
+    dot = ontology_dot()
+    names = dict(re.findall(r'^  (n\d+) \[label="([^"]+)"', dot, flags=re.M))
+    edges = {(names[a], names[b]) for a, b in re.findall(r"^  (n\d+) -> (n\d+)", dot, flags=re.M)}
+    prefixes = {str(CP): "cnnprov:", str(PROV): "prov:", "http://www.w3.org/ns/mls#": "mls:"}
+
+    def short(term) -> str:
+        return next(p + str(term)[len(ns):] for ns, p in prefixes.items() if str(term).startswith(ns))
+
+    classes = {c for c in ontology.subjects(RDF.type, OWL.Class) if str(c).startswith(str(CP))}
+    parents = {(c, p) for c in classes for p in ontology.objects(c, RDFS.subClassOf) if isinstance(p, URIRef)}
+    links = {(short(c), short(p)) for c, p in parents}
+    assert {short(c) for c in classes} <= set(names.values())
+    assert edges == links and len(links) > len(classes)
+
+
+def test_docs_ontology_svg_is_the_picture_of_the_ontology(ontology):
+    svg = (ROOT / "docs" / "ontology.svg").read_text()
+    for cls in ontology.subjects(RDF.type, OWL.Class):
+        if str(cls).startswith(str(CP)):
+            assert f"cnnprov:{str(cls)[len(str(CP)):]}" in svg, cls
+    script = ROOT / "docs" / "make_ontology_picture.py"
+    result = subprocess.run([sys.executable, script, "--dot"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout == ontology_dot()
+
+
+def test_concepts_page_turtle_is_valid_and_real(run_turtle):
+    page = (ROOT / "docs" / "concepts.md").read_text()
+    blocks = re.findall(r"```turtle\n(.*?)```", page, flags=re.S)
+    assert blocks
+    recorded_predicates = {p for _, p, _ in rdflib.Graph().parse(data=run_turtle[1], format="turtle")}
+    for block in blocks:
+        graph = rdflib.Graph().parse(data=block, format="turtle")
+        assert len(graph) > 20
+        assert {p for _, p, _ in graph} <= recorded_predicates  # trimmed from a real export, nothing invented
+    assert "ontology.svg" in page and "ProvStore" in page and "oxigraph serve --location" in page and "/sparql" in page
