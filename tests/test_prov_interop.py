@@ -153,13 +153,20 @@ def run_turtle(sweep_store: ProvStore) -> tuple[str, bytes]:
 
 
 def with_both_forms(graph: rdflib.Graph) -> rdflib.Graph:
-    """Add the PROV-O qualified form of every plain usage and generation, as PROV-O recommends stating them."""
+    """Add the qualified form of every plain usage and generation that lacks one (the recorder writes both)."""
+    qualified_usages = {
+        (activity, graph.value(usage, PROV.entity)) for activity, usage in graph.subject_objects(PROV.qualifiedUsage)
+    }
     for n, (activity, entity) in enumerate(sorted(graph.subject_objects(PROV.used))):
+        if (activity, entity) in qualified_usages:
+            continue
         usage = URIRef(f"{activity}/usage/{n}")
         graph.add((activity, PROV.qualifiedUsage, usage))
         graph.add((usage, RDF.type, PROV.Usage))
         graph.add((usage, PROV.entity, entity))
     for entity, activity in sorted(graph.subject_objects(PROV.wasGeneratedBy)):
+        if graph.value(entity, PROV.qualifiedGeneration) is not None:
+            continue
         generation = URIRef(f"{entity}/generation")
         graph.add((entity, PROV.qualifiedGeneration, generation))
         graph.add((generation, RDF.type, PROV.Generation))
@@ -168,6 +175,20 @@ def with_both_forms(graph: rdflib.Graph) -> rdflib.Graph:
         if time is not None:
             graph.add((generation, PROV.atTime, time))
     return graph
+
+
+def test_the_recorder_writes_both_forms_of_usage_generation_and_association_and_they_agree(run_turtle):
+    graph = rdflib.Graph().parse(data=run_turtle[1], format="turtle")
+    pairs = {
+        "used": (PROV.used, PROV.qualifiedUsage, PROV.entity),
+        "generated": (PROV.wasGeneratedBy, PROV.qualifiedGeneration, PROV.activity),
+        "associated": (PROV.wasAssociatedWith, PROV.qualifiedAssociation, PROV.agent),
+    }
+    for name, (plain, qualified, target) in pairs.items():
+        plain_pairs = set(graph.subject_objects(plain))
+        qualified_pairs = {(s, graph.value(node, target)) for s, node in graph.subject_objects(qualified)}
+        assert plain_pairs, name
+        assert plain_pairs == qualified_pairs, name
 
 
 # -- 2. prov reads the Turtle export ------------------------------------------------------------------

@@ -23,6 +23,7 @@ from pyoxigraph import NamedNode, Quad
 from .architecture import count_parameters, describe_model
 from .environment import RunEnvironment, current_environment
 from .hyperparameters import flatten_hyperparameters, scalar
+from . import prov_forms
 from .live import ReadEndpoint
 from .resume import RecordedRun, find_checkpoint, read_run
 from .store import advertise_writer, is_remote, open_for_writing, release_writer, resolve_store_path
@@ -69,6 +70,7 @@ class _MetricTerms:
         self.types = f" {RDF.type} {PROV.Entity}{self.end}", f" {RDF.type} {MLS.ModelEvaluation}{self.end}"
         self.generators: dict[int | None, str] = {None: f" {PROV.wasGeneratedBy} {run}{self.end}"}
         self.measures: dict[str, str] = {}
+        self.qualified: dict[int | None, str] = {}
 
     def generator(self, epoch: int) -> str:
         line = self.generators.get(epoch)
@@ -76,10 +78,24 @@ class _MetricTerms:
             line = self.generators[epoch] = f" {PROV.wasGeneratedBy} {child(self.run, 'epoch', str(epoch))}{self.end}"
         return line
 
+    def qualified_generation(self, epoch: int | None) -> str:
+        """The qualified form of a value's generation, with ``{node}`` where the value's IRI goes."""
+        line = self.qualified.get(epoch)
+        if line is None:
+            activity = self.run if epoch is None else child(self.run, "epoch", str(epoch))
+            generation = "{node}/generation>"
+            line = self.qualified[epoch] = (
+                f"{{node}}> {PROV.qualifiedGeneration} {generation}{self.end}"
+                f"{generation} {RDF.type} {PROV.Generation}{self.end}"
+                f"{generation} {PROV.activity} {activity}{self.end}"
+            )
+        return line
+
     def measure(self, name: str) -> tuple[str, str]:
         """(the ``mls:specifiedBy`` line of a value, the lines that describe the measure)."""
         node = iri(self.base, "measure", iri_segment(name))
         description = (
+            f"{node} {RDF.type} {PROV.Entity}{self.end}"
             f"{node} {RDF.type} {MLS.EvaluationMeasure}{self.end}{node} {RDFS.label} {string_literal(name)}{self.end}"
         )
         line = self.measures[name] = f" {MLS.specifiedBy} {node}{self.end}"
@@ -145,6 +161,7 @@ class RunRecorder:
         self._optimizers: dict[int, NamedNode] = {}
         self._attempt: NamedNode | None = None
         self._reopened_epochs: set[int] = set()
+        self._ended_epochs: set[int] = set()
         # writer-thread state for metric conversion
         self._metric_count = 0
         self._measures: set[str] = set()
@@ -230,6 +247,8 @@ class RunRecorder:
         for software, version in env.software.items():
             agent = iri(self.base, "agent", "software", iri_segment(software), iri_segment(version))
             self._agent(agent, PROV.SoftwareAgent, software)
+            for triple in prov_forms.association(self.run, agent):
+                add(*triple)
             add(agent, CNNPROV.softwareVersion, string_literal(version))
             if software == "cnnprov":
                 add(bundle, PROV.wasAttributedTo, agent)
@@ -351,8 +370,9 @@ class RunRecorder:
         if self._writer is None:
             return
         ended = time.time()
-        if self._current_epoch is not None and self._current_epoch in self._epochs:
-            self.epoch_ended(self._current_epoch, ended)
+        current = self._current_epoch
+        if current is not None and current in self._epochs and current not in self._ended_epochs:
+            self.epoch_ended(current, ended)  # the stage stopped inside this epoch
         self._current_epoch = None
         if self.status == FAILED and status != FAILED:
             status = FAILED  # a later clean stage does not undo a failure
@@ -411,6 +431,7 @@ class RunRecorder:
         add(setting, MLS.hasValue, literal(scalar(value)))
         if owner != self.run:
             add(setting, CNNPROV.settingOf, owner)
+        add(parameter, RDF.type, PROV.Entity)
         add(parameter, RDF.type, MLS.HyperParameter)
         add(parameter, RDFS.label, string_literal(hyperparameter))
         add(self.run, PROV.used, setting)
@@ -563,6 +584,7 @@ class RunRecorder:
     def epoch_started(self, index: int, when: float | None = None) -> None:
         """An epoch began. Everything recorded before it is durable when this returns."""
         self.flush(wait=True)
+        self._ended_epochs.discard(index)
         if index in self._epochs:
             # Recorded already: a resumed attempt re-enters it. It stays one activity with its first start.
             self._current_epoch = index
@@ -594,6 +616,7 @@ class RunRecorder:
         else:
             self._add(epoch, PROV.endedAtTime, datetime_literal(when))
             self._add(epoch, CNNPROV.durationSeconds, double_literal(when - started))
+        self._ended_epochs.add(index)
         self.flush(wait=False)
 
     def stage_ended(self) -> None:
@@ -649,8 +672,12 @@ class RunRecorder:
 
     # -- quads -------------------------------------------------------------
     def _add(self, subject: NamedNode, predicate: NamedNode, obj: Any) -> None:
-        if self._writer is not None:
-            self._writer.append(Quad(subject, predicate, obj, self.bundle))
+        """Buffer one triple of the run's graph; usage and generation get their qualified form too."""
+        writer = self._writer
+        if writer is not None:
+            bundle = self.bundle
+            for triple in prov_forms.with_qualified_form(subject, predicate, obj):
+                writer.append(Quad(*triple, bundle))
 
     def _metric_quads(self, row: Any) -> str:
         """Writer thread: one buffered ``log_metrics`` call → its quads, as N-Quads text.
@@ -659,16 +686,17 @@ class RunRecorder:
         thread spends ~1 µs of Python per value instead of building eight
         ``Quad`` objects, so it barely competes with training for the GIL.
         Each value: its two types, measure, value, time, generating activity,
-        step and epoch.
+        step and epoch, and the generation's qualified form (activity and time).
         """
         metrics, step, when, generating_epoch = row
         terms = self.__dict__.get("_metric_terms")
         if terms is None or terms.run != self.run:  # first value, or a resumed run took another IRI
             terms = self._metric_terms = _MetricTerms(self.run, self.bundle, self.base)
         end = terms.end
+        at = datetime_literal(when)
         shared = [
             *terms.types,
-            f" {PROV.generatedAtTime} {datetime_literal(when)}{end}",
+            f" {PROV.generatedAtTime} {at}{end}",
             terms.generators[None] if generating_epoch is None else terms.generator(generating_epoch),
         ]
         if step is not None:
@@ -676,6 +704,7 @@ class RunRecorder:
         epoch_value = metrics.get("epoch")
         if epoch_value is not None:
             shared.append(f" {CNNPROV.atEpoch} {integer_literal(int(epoch_value))}{end}")
+        qualified = terms.qualified_generation(generating_epoch)
         has_value = f" {MLS.hasValue} "
         prefix = terms.value_prefix
         lines = []
@@ -695,6 +724,8 @@ class RunRecorder:
             self._metric_count += 1
             node = f"{prefix}{self._metric_count}>"
             lines.append(node.join(("", specified_by, f"{has_value}{double_literal(number)}{end}", *shared)))
+            lines.append(qualified.replace("{node}", node[:-1]))
+            lines.append(f"{node[:-1]}/generation> {PROV.atTime} {at}{end}")
         return "".join(lines)
 
 

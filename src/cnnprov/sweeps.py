@@ -36,6 +36,7 @@ from typing import Any
 
 from pyoxigraph import Quad
 
+from . import prov_forms
 from .hyperparameters import scalar
 from .store import is_remote, open_for_writing, release_writer, resolve_store_path
 from .vocab import (
@@ -143,14 +144,25 @@ class OptunaStudyRecorder:
             (study, CNNPROV.optimizationDirection, string_literal(direction)),
             (study, PROV.startedAtTime, datetime_literal(started)),
             (study, PROV.wasAssociatedWith, sampler),
+            *prov_forms.association(study, sampler),
             (sampler, RDF.type, PROV.Agent),
             (sampler, RDF.type, PROV.SoftwareAgent),
             (sampler, RDFS.label, string_literal(self._sampler_class.rsplit(".", 1)[-1])),
             (sampler, CNNPROV.pythonClass, string_literal(self._sampler_class)),
+            *self._sampler_version(),
         ]
 
+    def _sampler_version(self) -> list[tuple]:
+        try:
+            from importlib.metadata import version
+
+            return [(self.sampler, CNNPROV.softwareVersion, string_literal(version("optuna")))]
+        except Exception:  # optuna installed oddly: the version is a nicety
+            return []
+
     def _write(self, triples: list[tuple]) -> None:
-        quads = [Quad(s, p, o, self.bundle) for s, p, o in triples]
+        qualified = [t for s, p, o in triples for t in prov_forms.with_qualified_form(s, p, o)]
+        quads = [Quad(s, p, o, self.bundle) for s, p, o in qualified]
         if is_remote(self.store):
             from .remote import RemoteStore
 

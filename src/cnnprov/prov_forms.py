@@ -1,0 +1,65 @@
+"""PROV-O's qualified forms, written beside the plain relations they qualify.
+
+PROV-O states usage, generation and association both plainly (``prov:used``)
+and qualified (``prov:qualifiedUsage`` → a ``prov:Usage`` with ``prov:entity``).
+cnnprov writes both: the plain form keeps SPARQL simple, the qualified form is
+what PROV tools that follow the qualification pattern read. The qualified node
+is minted from the two ends of the relation, so writing a relation twice
+writes the same quads and the two forms always agree.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from pyoxigraph import NamedNode
+
+from .vocab import PROV, RDF
+
+Triple = tuple[Any, Any, Any]
+
+
+def _node(subject: NamedNode, kind: str, other: NamedNode) -> NamedNode:
+    # a short stable digest keeps the IRI readable and unique per (subject, other) pair
+    digest = hashlib.sha1(other.value.encode("utf-8")).hexdigest()[:16]
+    return NamedNode(f"{subject.value}/{kind}/{digest}")
+
+
+def usage(activity: NamedNode, entity: NamedNode) -> list[Triple]:
+    node = _node(activity, "usage", entity)
+    return [(activity, PROV.qualifiedUsage, node), (node, RDF.type, PROV.Usage), (node, PROV.entity, entity)]
+
+
+def generation(entity: NamedNode, activity: NamedNode) -> list[Triple]:
+    node = NamedNode(entity.value + "/generation")
+    return [(entity, PROV.qualifiedGeneration, node), (node, RDF.type, PROV.Generation), (node, PROV.activity, activity)]
+
+
+def association(activity: NamedNode, agent: NamedNode) -> list[Triple]:
+    node = _node(activity, "association", agent)
+    return [(activity, PROV.qualifiedAssociation, node), (node, RDF.type, PROV.Association), (node, PROV.agent, agent)]
+
+
+def generation_time(entity: NamedNode, time: Any) -> list[Triple]:
+    """``prov:generatedAtTime``, qualified: the same generation node's ``prov:atTime``."""
+    node = NamedNode(entity.value + "/generation")
+    return [(entity, PROV.qualifiedGeneration, node), (node, RDF.type, PROV.Generation), (node, PROV.atTime, time)]
+
+
+#: The plain relations that get a qualified twin, and how.
+QUALIFIERS = {
+    PROV.used: usage,
+    PROV.wasGeneratedBy: generation,
+    PROV.generatedAtTime: generation_time,
+}
+
+
+def with_qualified_form(subject: Any, predicate: Any, obj: Any) -> list[Triple]:
+    """The triple itself, plus its qualified form when PROV-O has one (usage, generation and its time)."""
+    qualify = QUALIFIERS.get(predicate)
+    triples = [(subject, predicate, obj)]
+    if qualify is not None and isinstance(subject, NamedNode):
+        if predicate == PROV.generatedAtTime or isinstance(obj, NamedNode):
+            triples.extend(qualify(subject, obj))
+    return triples
