@@ -94,11 +94,11 @@ class ReadEndpoint:
             advertised = _read_advertisement(self._directory)
             if advertised and self._server is not None and advertised.get("url") == self.url:
                 (self._directory / ENDPOINT_FILE).unlink(missing_ok=True)
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        self._store = None
+        self._store = None  # the handlers read it through this object: from now on they answer 503
+        server, self._server = self._server, None
+        if server is not None:
+            # shutdown() waits for the serving loop's next poll; don't make the training thread wait
+            threading.Thread(target=_close_server, args=(server,), name="cnnprov-endpoint-stop", daemon=True).start()
 
     # what the handler calls
     def _select(self, query: str, substitutions: dict | None = None) -> Any:
@@ -116,6 +116,11 @@ class ReadEndpoint:
         else:
             quads = (q for q in store.quads_for_pattern(None, None, None) if q.graph_name != ox.DefaultGraph())
         return ox.serialize(quads, format=ox.RdfFormat.N_QUADS)
+
+
+def _close_server(server: ThreadingHTTPServer) -> None:
+    server.shutdown()
+    server.server_close()
 
 
 class _Handler(BaseHTTPRequestHandler):

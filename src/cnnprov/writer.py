@@ -1,9 +1,14 @@
 """When quads reach the store: buffered on the training thread, written by a background thread.
 
-The training thread only appends to a Python list. ``flush()`` hands the list
-to a writer thread, which turns items into quads and writes each batch in one
-transaction (``Store.extend``; ``Store.bulk_extend`` for very large batches,
-whose fixed cost of writing new files only pays off there).
+The training thread only appends to a Python list. The list goes to a writer
+thread when it is full, when a caller flushes, or — for items appended with a
+time stamp, as metric values are — when an item arrives ``hand_over_s`` or more
+after the oldest one buffered: so the writer stores a run's records while the
+run trains, and an epoch end finds little left to wait for. The writer thread turns items into
+quads, or into N-Quads text that the store parses without holding the GIL, and
+writes them in transactions of bounded size. At most ``max_batches`` handed-over
+lists wait for it; a training thread that gets further ahead waits
+(back-pressure), so memory stays bounded however long a run is.
 """
 
 from __future__ import annotations
@@ -17,14 +22,25 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from pyoxigraph import NamedNode, Quad, Store
+from pyoxigraph import NamedNode, Quad, RdfFormat, Store
 
 log = logging.getLogger(__name__)
 
-#: Batches at least this large go through ``bulk_extend``.
-BULK_THRESHOLD = 200_000
-#: A buffer this long is handed to the writer thread without waiting for an epoch end.
-DEFAULT_MAX_BUFFERED = 20_000
+#: A buffer this long is handed to the writer thread at once, whatever else happens.
+DEFAULT_MAX_BUFFERED = 4096
+#: Handed-over buffers that may wait for the writer thread before ``append`` waits for it.
+DEFAULT_MAX_BATCHES = 4
+#: Time-stamped items go to the writer thread once the oldest of them has waited this long (seconds).
+#: Shorter leaves less to wait for at an epoch end but wakes the writer thread more often, and each
+#: wake takes the GIL (and, on a busy machine, the queue's lock) from the training thread for a
+#: moment; on the digits CNN (~70 ms epochs) 50 ms cost the training thread least (BENCHMARKS.md).
+DEFAULT_HAND_OVER_S = 0.05
+#: Quads written in one transaction at most: a RocksDB transaction slows down as it grows.
+TRANSACTION_QUADS = 16_384
+#: After this many quads the writer has RocksDB write its in-memory tables to disk. RocksDB, as
+#: Oxigraph configures it, lets them grow to ~2 GiB before it does so itself; flushing this often
+#: keeps a million-step run at ~400 MiB instead of ~2 GiB (BENCHMARKS.md), at no cost in speed.
+MEMTABLE_FLUSH_QUADS = 262_144
 
 
 @dataclass(frozen=True)
@@ -43,24 +59,44 @@ class QuadWriter:
     Args:
         store: an open read-write pyoxigraph store; the writer only writes to it.
         convert: turns a buffered item that is neither a ``Quad`` nor a
-            :class:`Replace` into quads. Runs on the writer thread, so the
-            training thread can buffer cheap tuples instead of building quads.
+            :class:`Replace` into quads, or into N-Quads text (a ``str`` of
+            complete lines), which the store parses without holding the GIL.
+            Runs on the writer thread, so the training thread can buffer cheap
+            tuples instead of building quads.
         max_buffered: when the buffer holds this many items it is handed to the
-            writer thread at once, so memory stays bounded on long epochs.
+            writer thread at once.
+        max_batches: handed-over buffers that may wait for the writer thread;
+            past that, handing over waits until the writer catches up.
+        hand_over_s: an item appended with an ``at`` this many seconds or more
+            after the oldest buffered one sends the buffer to the writer thread.
+
+    Example::
+
+        writer = QuadWriter(pyoxigraph.Store("provenance"))
+        writer.append(quad)
+        writer.flush()   # stored when this returns
+        writer.close()
     """
 
     def __init__(
         self,
         store: Store,
-        convert: Callable[[Any], Iterable[Quad]] | None = None,
+        convert: Callable[[Any], Iterable[Quad] | str] | None = None,
         max_buffered: int = DEFAULT_MAX_BUFFERED,
+        max_batches: int = DEFAULT_MAX_BATCHES,
+        hand_over_s: float = DEFAULT_HAND_OVER_S,
     ) -> None:
         self._store = store
         self._convert = convert or _no_conversion
         self._max_buffered = max_buffered
+        self._hand_over_s = hand_over_s
         self._buffer: list = []
-        self._batches: queue.Queue = queue.Queue(maxsize=4)  # back-pressure on a slow disk
+        self._oldest_at: float | None = None
+        self._batches: queue.Queue = queue.Queue(maxsize=max_batches)  # back-pressure
         self._failed: list = []
+        self._written = 0  # writer thread: items of the current write already stored
+        self._writing = 0  # items of the current write (not counting earlier failures)
+        self._unflushed = 0  # quads written since RocksDB last wrote its memory tables to disk
         self._error: BaseException | None = None
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="cnnprov-writer", daemon=True)
@@ -70,12 +106,24 @@ class QuadWriter:
         atexit.register(self._atexit)
 
     # -- training thread -------------------------------------------------
-    def append(self, item: Any) -> None:
-        """Buffer one item. Constant time; hands the buffer over when it is full."""
+    def append(self, item: Any, at: float | None = None) -> None:
+        """Buffer one item. Constant time, unless the writer thread is ``max_batches`` behind.
+
+        ``at`` (seconds, e.g. ``time.time()``) marks an item that should reach
+        the store soon even without a flush: an item stamped ``hand_over_s`` or
+        more after the oldest stamped one sends the buffer to the writer thread
+        (a lone item waits for the next flush).
+        """
         buffer = self._buffer
         buffer.append(item)
         if len(buffer) >= self._max_buffered:
             self.flush(wait=False)
+        elif at is not None:
+            oldest = self._oldest_at
+            if oldest is None:
+                self._oldest_at = at
+            elif at - oldest >= self._hand_over_s:
+                self.flush(wait=False)
 
     def extend(self, items: Iterable[Any]) -> None:
         self._buffer.extend(items)
@@ -87,11 +135,21 @@ class QuadWriter:
         if self._closed:
             return
         batch, self._buffer = self._buffer, []
-        if batch:
+        self._oldest_at = None
+        if not wait:
+            if batch or self._failed:
+                self._batches.put(batch)
+            return
+        if self._failed or (batch and not all(isinstance(item, (Quad, Replace)) for item in batch)):
+            # items to convert, or earlier failures to retry: the writer thread's work
             self._batches.put(batch)
-        if wait:
-            self._batches.join()
-            self._raise_pending_error()
+            batch = []
+        self._batches.join()
+        if batch:
+            # Ready-made quads (a checkpoint, an epoch's end): with the writer thread idle, storing
+            # them here costs less than waking it and waiting for it to answer.
+            self._store_items(batch)
+        self._raise_pending_error()
 
     def close(self) -> None:
         """Store everything buffered, stop the thread and release the store. Safe to call twice."""
@@ -109,44 +167,84 @@ class QuadWriter:
     @property
     def pending(self) -> int:
         """Items buffered or in flight that are not stored yet."""
-        return len(self._buffer) + self._batches.qsize() + len(self._failed)
+        queued = sum(len(batch) for batch in list(self._batches.queue) if batch)
+        return len(self._buffer) + queued + self._writing + len(self._failed)
 
     # -- writer thread ---------------------------------------------------
     def _run(self) -> None:
+        batches = self._batches
         while True:
-            batch = self._batches.get()
+            taken = [batches.get()]
+            # Whatever else waits goes into the same write: fewer transactions when behind.
+            while taken[-1] is not None:
+                try:
+                    taken.append(batches.get_nowait())
+                except queue.Empty:
+                    break
+            stop = taken[-1] is None
             try:
-                if batch is None:
-                    return
-                self._write(self._failed + batch)
-                self._failed = []
-            except BaseException as error:  # keep the batch; the next flush retries it
-                log.error("cnnprov could not write to the provenance store: %s", error)
-                self._failed = self._failed + batch
-                self._error = error
+                self._store_items([item for batch in taken if batch is not None for item in batch])
             finally:
-                self._batches.task_done()
+                for _ in taken:
+                    batches.task_done()
+            if stop:
+                return
+
+    def _store_items(self, batch: list) -> None:
+        """Store earlier failures and ``batch``; on an error keep what was not stored, to retry."""
+        items = self._failed + batch if self._failed else batch
+        self._written = 0
+        self._writing = len(batch)
+        try:
+            if items:
+                self._write(items)
+            self._failed = []
+        except BaseException as error:
+            log.error("cnnprov could not write to the provenance store: %s", error)
+            self._failed = items[self._written :]
+            self._error = error
+        finally:
+            self._writing = 0
 
     def _write(self, items: list) -> None:
+        """Store ``items`` in order; ``self._written`` counts those stored, should one write fail."""
         quads: list[Quad] = []
-        for item in items:
+        text: list[str] = []
+        lines = 0
+        for index, item in enumerate(items):
             if isinstance(item, Quad):
                 quads.append(item)
             elif isinstance(item, Replace):
-                self._store_quads(quads)
-                quads = []
+                self._store_quads(quads, text, lines)
+                self._written = index
+                quads, text, lines = [], [], 0
                 self._replace(item)
+                self._written = index + 1
+                continue
             else:
-                quads.extend(self._convert(item))
-        self._store_quads(quads)
+                converted = self._convert(item)
+                if isinstance(converted, str):
+                    text.append(converted)
+                    lines += converted.count("\n")
+                else:
+                    quads.extend(converted)
+            if lines + len(quads) >= TRANSACTION_QUADS:
+                self._store_quads(quads, text, lines)
+                self._written = index + 1
+                quads, text, lines = [], [], 0
+        self._store_quads(quads, text, lines)
+        self._written = len(items)
 
-    def _store_quads(self, quads: list[Quad]) -> None:
-        if not quads:
-            return
-        if len(quads) >= BULK_THRESHOLD:
-            self._store.bulk_extend(quads)
-        else:
+    def _store_quads(self, quads: list[Quad], text: list[str], lines: int = 0) -> None:
+        if quads:
             self._store.extend(quads)
+        if text:
+            # parsed and written with the GIL released: the training thread keeps running
+            self._store.load("".join(text), format=RdfFormat.N_QUADS)
+        self._unflushed += len(quads) + lines
+        if self._unflushed >= MEMTABLE_FLUSH_QUADS:
+            self._store.flush()  # GIL released too
+            self._unflushed = 0
 
     def _replace(self, item: Replace) -> None:
         for old in list(self._store.quads_for_pattern(item.subject, item.predicate, None, item.graph)):

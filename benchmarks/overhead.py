@@ -1,0 +1,234 @@
+"""Wall-time overhead of ProvLogger and its peers on real training.
+
+Trains :class:`cnnprov.demo.DigitsCNN` on scikit-learn's digits (two conv
+layers, ~23 batches an epoch) with ``log_every_n_steps=1`` and a
+``ModelCheckpoint`` that writes every epoch, once without a logger and once
+with each logger, in pairs that run back to back in one process (the order
+inside a pair alternates). Each pair gives one ratio ``t(logger) / t(none)``;
+the median of those ratios is the overhead, and min/max show the spread, so a
+noisy, shared machine shows as a wide range rather than a wrong median. CPU
+time is compared the same way, for the whole process (a logger's background
+threads included) and for the training thread alone: on a busy machine these
+move less than wall time, and their difference is the work a logger moved off
+the training thread.
+
+Usage::
+
+    python benchmarks/overhead.py                 # 9 pairs × 20 epochs (a few minutes)
+    python benchmarks/overhead.py --pairs 15 --json overhead.json
+    python benchmarks/overhead.py --smoke         # seconds: 1 pair, 1 tiny epoch
+
+TensorBoardLogger and MLFlowLogger take part when ``tensorboard`` and ``mlflow``
+import.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import random
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from _common import machine, median, quiet_lightning, table, write_json
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers.logger import Logger
+from lightning.pytorch.utilities import rank_zero_only
+
+from cnnprov import ProvLogger
+from cnnprov.demo import DigitsCNN, DigitsDataModule
+
+quiet_lightning()
+
+
+def available_loggers() -> list[str]:
+    """null and csv always; tensorboard and mlflow where they import; prov last."""
+    names = ["null", "csv"]
+    names += [name for name in ("tensorboard", "mlflow") if importlib.util.find_spec(name) is not None]
+    return [*names, "prov"]
+
+
+class NullLogger(Logger):
+    """A logger that records nothing: what Lightning's own logging path costs any logger."""
+
+    @property
+    def name(self) -> str:
+        return "null"
+
+    @property
+    def version(self) -> str:
+        return "0"
+
+    @rank_zero_only
+    def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    @rank_zero_only
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        pass
+
+
+def make_logger(kind: str, root: Path) -> Any:
+    if kind == "none":
+        return False
+    if kind == "null":
+        return NullLogger()
+    if kind == "csv":
+        from lightning.pytorch.loggers import CSVLogger
+
+        return CSVLogger(root / "csv", name="run")
+    if kind == "tensorboard":
+        from lightning.pytorch.loggers import TensorBoardLogger
+
+        return TensorBoardLogger(root / "tb", name="run")
+    if kind == "mlflow":
+        from lightning.pytorch.loggers import MLFlowLogger
+
+        # MLflow 3 refuses its file store unless asked; a file store keeps the run local and server-free.
+        os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+        return MLFlowLogger(experiment_name="overhead", tracking_uri=f"file:{root / 'mlruns'}")
+    if kind == "prov":
+        return ProvLogger(store=root / "provenance", run_name="overhead")
+    raise ValueError(f"unknown logger {kind!r}")
+
+
+def train_once(kind: str, epochs: int, smoke: bool) -> dict[str, float]:
+    """One run in a fresh directory; returns wall and process-CPU seconds of logger + Trainer + fit."""
+    root = Path(tempfile.mkdtemp(prefix=f"cnnprov-overhead-{kind}-"))
+    try:
+        L.seed_everything(0, verbose=False)
+        model = DigitsCNN()
+        data = DigitsDataModule(batch_size=64, limit=160 if smoke else None)
+        limits = dict(limit_train_batches=3, limit_val_batches=1) if smoke else {}
+        wall, cpu, thread = time.perf_counter(), time.process_time(), time.thread_time()
+        trainer = L.Trainer(
+            max_epochs=epochs,
+            logger=make_logger(kind, root),
+            callbacks=[ModelCheckpoint(dirpath=root / "ckpt", save_top_k=-1, every_n_epochs=1)],
+            log_every_n_steps=1,
+            accelerator="cpu",
+            devices=1,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            default_root_dir=str(root),
+            **limits,
+        )
+        trainer.fit(model, datamodule=data)
+        return {
+            "wall_s": time.perf_counter() - wall,
+            "cpu_s": time.process_time() - cpu,
+            "train_thread_cpu_s": time.thread_time() - thread,
+        }
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--pairs", type=int, default=9, help="measured pairs per logger (default 9)")
+    parser.add_argument("--epochs", type=int, default=20, help="epochs per run (default 20)")
+    parser.add_argument("--loggers", default=None, help="comma-separated subset of csv,tensorboard,mlflow,prov")
+    parser.add_argument("--seed", type=int, default=1, help="seed of the pair order")
+    parser.add_argument(
+        "--smoke", action="store_true", help="1 pair of 1 tiny epoch: checks the script, measures nothing"
+    )
+    parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.pairs, args.epochs = 1, 1
+    torch.set_num_threads(1)
+    loggers = available_loggers()
+    if args.loggers:
+        wanted = args.loggers.split(",")
+        loggers = [name for name in loggers if name in wanted]
+    info = machine()
+    print(f"machine: {info['cpu']}, {info['cores']} cores, load {info['load_average_at_start']}")
+    print(f"versions: {info['versions']}")
+    print(f"{args.pairs} pairs × {args.epochs} epochs, loggers: none vs {', '.join(loggers)}")
+
+    for kind in ["none", *loggers]:  # warm-up: imports, first-use caches, the digits file
+        train_once(kind, 1 if not args.smoke else args.epochs, args.smoke)
+
+    order = random.Random(args.seed)
+    samples: dict[str, list[dict[str, float]]] = {kind: [] for kind in loggers}
+    for pair in range(args.pairs):
+        kinds = list(loggers)
+        order.shuffle(kinds)
+        for kind in kinds:
+            if (pair + kinds.index(kind)) % 2 == 0:
+                base = train_once("none", args.epochs, args.smoke)
+                with_logger = train_once(kind, args.epochs, args.smoke)
+            else:
+                with_logger = train_once(kind, args.epochs, args.smoke)
+                base = train_once("none", args.epochs, args.smoke)
+            samples[kind].append(
+                {
+                    "none_s": base["wall_s"],
+                    "logger_s": with_logger["wall_s"],
+                    "ratio": with_logger["wall_s"] / base["wall_s"],
+                    "cpu_ratio": with_logger["cpu_s"] / base["cpu_s"],
+                    "train_thread_cpu_ratio": with_logger["train_thread_cpu_s"] / base["train_thread_cpu_s"],
+                }
+            )
+        print(f"pair {pair + 1}/{args.pairs}: " + ", ".join(f"{k} {samples[k][-1]['ratio']:.3f}" for k in loggers))
+
+    results = {}
+    for kind in loggers:
+        ratios = [s["ratio"] for s in samples[kind]]
+        results[kind] = {
+            "median_overhead_pct": (median(ratios) - 1) * 100,
+            "min_ratio": min(ratios),
+            "max_ratio": max(ratios),
+            "median_cpu_overhead_pct": (median([s["cpu_ratio"] for s in samples[kind]]) - 1) * 100,
+            "median_train_thread_cpu_overhead_pct": (median([s["train_thread_cpu_ratio"] for s in samples[kind]]) - 1)
+            * 100,
+            "median_run_s": median([s["logger_s"] for s in samples[kind]]),
+            "median_baseline_s": median([s["none_s"] for s in samples[kind]]),
+            "pairs": samples[kind],
+        }
+    print()
+    print(
+        table(
+            [
+                "logger",
+                "median wall overhead",
+                "min ratio",
+                "max ratio",
+                "process CPU",
+                "training-thread CPU",
+                "median run (s)",
+                "no logger (s)",
+            ],
+            [
+                [
+                    kind,
+                    f"{r['median_overhead_pct']:+.2f} %",
+                    f"{r['min_ratio']:.3f}",
+                    f"{r['max_ratio']:.3f}",
+                    f"{r['median_cpu_overhead_pct']:+.2f} %",
+                    f"{r['median_train_thread_cpu_overhead_pct']:+.2f} %",
+                    f"{r['median_run_s']:.3f}",
+                    f"{r['median_baseline_s']:.3f}",
+                ]
+                for kind, r in results.items()
+            ],
+        )
+    )
+    payload = {
+        "benchmark": "overhead",
+        "machine": info,
+        "config": {"pairs": args.pairs, "epochs": args.epochs, "smoke": args.smoke, "loggers": loggers},
+        "results": results,
+    }
+    write_json(args.json, payload)
+    return payload
+
+
+if __name__ == "__main__":
+    main()
