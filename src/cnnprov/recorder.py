@@ -56,50 +56,21 @@ class _MetricRow(tuple):
 
 
 class _MetricTerms:
-    """The N-Triples text of the terms a run's metric values repeat, made once (writer thread).
-
-    Terms come from :mod:`cnnprov.vocab` and are written by pyoxigraph; only the
-    value counter is appended to the ``…/value/`` IRI, a decimal that needs no encoding.
-    """
+    """The terms a run's metric values repeat, made once and reused (writer thread)."""
 
     def __init__(self, run: NamedNode, bundle: NamedNode, base: str) -> None:
         self.run = run
+        self.bundle = bundle
         self.base = base
-        self.end = f" {bundle} .\n"
-        self.value_prefix = str(child(run, "value", ""))[:-1]  # "<…/value/", the counter and ">" follow
-        self.types = f" {RDF.type} {PROV.Entity}{self.end}", f" {RDF.type} {MLS.ModelEvaluation}{self.end}"
-        self.generators: dict[int | None, str] = {None: f" {PROV.wasGeneratedBy} {run}{self.end}"}
-        self.measures: dict[str, str] = {}
-        self.qualified: dict[int | None, str] = {}
+        self.value_prefix = child(run, "value", "").value  # "…/value/": the counter, a decimal, follows
+        self.generators: dict[int | None, NamedNode] = {None: run}
+        self.measures: dict[str, NamedNode] = {}
 
-    def generator(self, epoch: int) -> str:
-        line = self.generators.get(epoch)
-        if line is None:
-            line = self.generators[epoch] = f" {PROV.wasGeneratedBy} {child(self.run, 'epoch', str(epoch))}{self.end}"
-        return line
-
-    def qualified_generation(self, epoch: int | None) -> str:
-        """The qualified form of a value's generation, with ``{node}`` where the value's IRI goes."""
-        line = self.qualified.get(epoch)
-        if line is None:
-            activity = self.run if epoch is None else child(self.run, "epoch", str(epoch))
-            generation = "{node}/generation>"
-            line = self.qualified[epoch] = (
-                f"{{node}}> {PROV.qualifiedGeneration} {generation}{self.end}"
-                f"{generation} {RDF.type} {PROV.Generation}{self.end}"
-                f"{generation} {PROV.activity} {activity}{self.end}"
-            )
-        return line
-
-    def measure(self, name: str) -> tuple[str, str]:
-        """(the ``mls:specifiedBy`` line of a value, the lines that describe the measure)."""
-        node = iri(self.base, "measure", iri_segment(name))
-        description = (
-            f"{node} {RDF.type} {PROV.Entity}{self.end}"
-            f"{node} {RDF.type} {MLS.EvaluationMeasure}{self.end}{node} {RDFS.label} {string_literal(name)}{self.end}"
-        )
-        line = self.measures[name] = f" {MLS.specifiedBy} {node}{self.end}"
-        return line, description
+    def generator(self, epoch: int | None) -> NamedNode:
+        node = self.generators.get(epoch)
+        if node is None:
+            node = self.generators[epoch] = child(self.run, "epoch", str(epoch))
+        return node
 
 
 class RunRecorder:
@@ -679,35 +650,26 @@ class RunRecorder:
             for triple in prov_forms.with_qualified_form(subject, predicate, obj):
                 writer.append(Quad(*triple, bundle))
 
-    def _metric_quads(self, row: Any) -> str:
-        """Writer thread: one buffered ``log_metrics`` call → its quads, as N-Quads text.
+    def _metric_quads(self, row: Any) -> list[Quad]:
+        """Writer thread: one buffered ``log_metrics`` call → quads.
 
-        Text, because the store parses it with the GIL released: the writer
-        thread spends ~1 µs of Python per value instead of building eight
-        ``Quad`` objects, so it barely competes with training for the GIL.
         Each value: its two types, measure, value, time, generating activity,
         step and epoch, and the generation's qualified form (activity and time).
+        The nodes every value repeats are made once per run (building terms is
+        most of the Python work here, and it holds the GIL).
         """
         metrics, step, when, generating_epoch = row
         terms = self.__dict__.get("_metric_terms")
         if terms is None or terms.run != self.run:  # first value, or a resumed run took another IRI
             terms = self._metric_terms = _MetricTerms(self.run, self.bundle, self.base)
-        end = terms.end
+        graph = self.bundle
         at = datetime_literal(when)
-        shared = [
-            *terms.types,
-            f" {PROV.generatedAtTime} {at}{end}",
-            terms.generators[None] if generating_epoch is None else terms.generator(generating_epoch),
-        ]
-        if step is not None:
-            shared.append(f" {CNNPROV.atStep} {integer_literal(step)}{end}")
+        generator = terms.generator(generating_epoch)
+        at_step = integer_literal(step) if step is not None else None
         epoch_value = metrics.get("epoch")
-        if epoch_value is not None:
-            shared.append(f" {CNNPROV.atEpoch} {integer_literal(int(epoch_value))}{end}")
-        qualified = terms.qualified_generation(generating_epoch)
-        has_value = f" {MLS.hasValue} "
-        prefix = terms.value_prefix
-        lines = []
+        at_epoch = integer_literal(int(epoch_value)) if epoch_value is not None else None
+        entity, evaluation, rdf_type = PROV.Entity, MLS.ModelEvaluation, RDF.type
+        quads = []
         for name, value in metrics.items():
             if name == "epoch":
                 continue
@@ -715,18 +677,33 @@ class RunRecorder:
             if number is None:
                 continue
             name = str(name)
-            specified_by = terms.measures.get(name)
-            if specified_by is None:
-                specified_by, description = terms.measure(name)
+            measure = terms.measures.get(name)
+            if measure is None:
+                measure = terms.measures[name] = iri(self.base, "measure", iri_segment(name))
                 if name not in self._measures:
                     self._measures.add(name)
-                    lines.append(description)
+                    quads.append(Quad(measure, rdf_type, entity, graph))
+                    quads.append(Quad(measure, rdf_type, MLS.EvaluationMeasure, graph))
+                    quads.append(Quad(measure, RDFS.label, string_literal(name), graph))
             self._metric_count += 1
-            node = f"{prefix}{self._metric_count}>"
-            lines.append(node.join(("", specified_by, f"{has_value}{double_literal(number)}{end}", *shared)))
-            lines.append(qualified.replace("{node}", node[:-1]))
-            lines.append(f"{node[:-1]}/generation> {PROV.atTime} {at}{end}")
-        return "".join(lines)
+            node = NamedNode(f"{terms.value_prefix}{self._metric_count}")
+            quads += (
+                Quad(node, rdf_type, entity, graph),
+                Quad(node, rdf_type, evaluation, graph),
+                Quad(node, MLS.specifiedBy, measure, graph),
+                Quad(node, MLS.hasValue, double_literal(number), graph),
+                Quad(node, PROV.generatedAtTime, at, graph),
+                Quad(node, PROV.wasGeneratedBy, generator, graph),
+            )
+            if at_step is not None:
+                quads.append(Quad(node, CNNPROV.atStep, at_step, graph))
+            if at_epoch is not None:
+                quads.append(Quad(node, CNNPROV.atEpoch, at_epoch, graph))
+            # the generation's qualified form too (see prov_forms): activity and time
+            qualified = prov_forms.generation(node, generator)
+            quads += (Quad(*triple, graph) for triple in qualified)
+            quads.append(Quad(qualified[0][2], PROV.atTime, at, graph))
+        return quads
 
 
 def _as_float(value: Any) -> float | None:

@@ -5,8 +5,8 @@ thread when it is full, when a caller flushes, or — for items appended with a
 time stamp, as metric values are — when an item arrives ``hand_over_s`` or more
 after the oldest one buffered: so the writer stores a run's records while the
 run trains, and an epoch end finds little left to wait for. The writer thread turns items into
-quads, or into N-Quads text that the store parses without holding the GIL, and
-writes them in transactions of bounded size. At most ``max_batches`` handed-over
+quads and writes them in transactions of bounded size (the store works with the
+GIL released; building quads in Python is the writer's only GIL-bound work). At most ``max_batches`` handed-over
 lists wait for it; a training thread that gets further ahead waits
 (back-pressure), so memory stays bounded however long a run is.
 """
@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from pyoxigraph import NamedNode, Quad, RdfFormat, Store
+from pyoxigraph import NamedNode, Quad, Store
 
 log = logging.getLogger(__name__)
 
@@ -59,10 +59,8 @@ class QuadWriter:
     Args:
         store: an open read-write pyoxigraph store; the writer only writes to it.
         convert: turns a buffered item that is neither a ``Quad`` nor a
-            :class:`Replace` into quads, or into N-Quads text (a ``str`` of
-            complete lines), which the store parses without holding the GIL.
-            Runs on the writer thread, so the training thread can buffer cheap
-            tuples instead of building quads.
+            :class:`Replace` into quads. Runs on the writer thread, so the
+            training thread can buffer cheap tuples instead of building quads.
         max_buffered: when the buffer holds this many items it is handed to the
             writer thread at once.
         max_batches: handed-over buffers that may wait for the writer thread;
@@ -81,7 +79,7 @@ class QuadWriter:
     def __init__(
         self,
         store: Store,
-        convert: Callable[[Any], Iterable[Quad] | str] | None = None,
+        convert: Callable[[Any], Iterable[Quad]] | None = None,
         max_buffered: int = DEFAULT_MAX_BUFFERED,
         max_batches: int = DEFAULT_MAX_BATCHES,
         hand_over_s: float = DEFAULT_HAND_OVER_S,
@@ -209,39 +207,33 @@ class QuadWriter:
     def _write(self, items: list) -> None:
         """Store ``items`` in order; ``self._written`` counts those stored, should one write fail."""
         quads: list[Quad] = []
-        text: list[str] = []
-        lines = 0
         for index, item in enumerate(items):
             if isinstance(item, Quad):
                 quads.append(item)
             elif isinstance(item, Replace):
-                self._store_quads(quads, text, lines)
+                self._store_quads(quads)
                 self._written = index
-                quads, text, lines = [], [], 0
+                quads = []
                 self._replace(item)
                 self._written = index + 1
                 continue
             else:
-                converted = self._convert(item)
-                if isinstance(converted, str):
-                    text.append(converted)
-                    lines += converted.count("\n")
-                else:
-                    quads.extend(converted)
-            if lines + len(quads) >= TRANSACTION_QUADS:
-                self._store_quads(quads, text, lines)
+                quads.extend(self._convert(item))
+            if len(quads) >= TRANSACTION_QUADS:
+                self._store_quads(quads)
                 self._written = index + 1
-                quads, text, lines = [], [], 0
-        self._store_quads(quads, text, lines)
+                quads = []
+        self._store_quads(quads)
         self._written = len(items)
 
-    def _store_quads(self, quads: list[Quad], text: list[str], lines: int = 0) -> None:
-        if quads:
-            self._store.extend(quads)
-        if text:
-            # parsed and written with the GIL released: the training thread keeps running
-            self._store.load("".join(text), format=RdfFormat.N_QUADS)
-        self._unflushed += len(quads) + lines
+    def _store_quads(self, quads: list[Quad]) -> None:
+        if not quads:
+            return
+        # One transaction; pyoxigraph writes with the GIL released, so the training thread runs on.
+        # (N-Quads text through Store.load would spare the Python side of building quads, but
+        # parsing it cost the store ~60 % more CPU per value: measured in BENCHMARKS.md.)
+        self._store.extend(quads)
+        self._unflushed += len(quads)
         if self._unflushed >= MEMTABLE_FLUSH_QUADS:
             self._store.flush()  # GIL released too
             self._unflushed = 0
