@@ -72,7 +72,7 @@ def oxigraph_executable() -> str:
     beside = Path(sys.executable).with_name("oxigraph")
     found = str(beside) if beside.exists() else shutil.which("oxigraph")
     if not found:
-        pytest.skip("the Oxigraph server is not installed: pip install 'cnnprov[test]'")
+        pytest.fail("the Oxigraph server is not installed: pip install 'cnnprov[test]'")
     return found
 
 
