@@ -75,3 +75,26 @@ def table(headers: list[str], rows: list[list[Any]]) -> str:
         return "| " + " | ".join(v.ljust(w) for v, w in zip(values, widths, strict=True)) + " |"
 
     return "\n".join([line(headers), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, cells)])
+
+
+def peer_logger(kind: str, root: Path, name: str) -> Any:
+    """A fresh logger of one kind under ``root``: prov, csv, tensorboard or mlflow."""
+    if kind == "prov":
+        from cnnprov import ProvLogger
+
+        return ProvLogger(store=root / "provenance", run_name=name)
+    if kind == "csv":
+        from lightning.pytorch.loggers import CSVLogger
+
+        return CSVLogger(root / "csv", name="run")
+    if kind == "tensorboard":
+        from lightning.pytorch.loggers import TensorBoardLogger
+
+        return TensorBoardLogger(root / "tb", name="run")
+    if kind == "mlflow":
+        from lightning.pytorch.loggers import MLFlowLogger
+
+        # MLflow 3 refuses its file store unless asked; a file store keeps the run local and server-free.
+        os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+        return MLFlowLogger(experiment_name=name, tracking_uri=f"file:{root / 'mlruns'}")
+    raise ValueError(f"unknown logger {kind!r}")

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import os
 import random
 import shutil
 import statistics
@@ -35,9 +34,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import machine, median, quiet_lightning, table, write_json
+from _common import machine, median, peer_logger, quiet_lightning, table, write_json
 
-from cnnprov import ProvLogger
 
 quiet_lightning()
 
@@ -49,22 +47,7 @@ def available() -> list[str]:
 
 
 def make_logger(kind: str, root: Path) -> Any:
-    if kind == "prov":
-        return ProvLogger(store=root / "provenance", run_name="hot-path")
-    if kind == "csv":
-        from lightning.pytorch.loggers import CSVLogger
-
-        return CSVLogger(root / "csv", name="run")
-    if kind == "tensorboard":
-        from lightning.pytorch.loggers import TensorBoardLogger
-
-        return TensorBoardLogger(root / "tb", name="run")
-    if kind == "mlflow":
-        from lightning.pytorch.loggers import MLFlowLogger
-
-        os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
-        return MLFlowLogger(experiment_name="hot-path", tracking_uri=f"file:{root / 'mlruns'}")
-    raise ValueError(f"unknown logger {kind!r}")
+    return peer_logger(kind, root, "hot-path")
 
 
 def metrics_for(step: int) -> dict[str, float]:

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import os
 import random
 import shutil
 import tempfile
@@ -36,12 +35,11 @@ from typing import Any
 
 import lightning as L
 import torch
-from _common import machine, median, quiet_lightning, table, write_json
+from _common import machine, median, peer_logger, quiet_lightning, table, write_json
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers.logger import Logger
 from lightning.pytorch.utilities import rank_zero_only
 
-from cnnprov import ProvLogger
 from cnnprov.demo import DigitsCNN, DigitsDataModule
 
 quiet_lightning()
@@ -79,23 +77,7 @@ def make_logger(kind: str, root: Path) -> Any:
         return False
     if kind == "null":
         return NullLogger()
-    if kind == "csv":
-        from lightning.pytorch.loggers import CSVLogger
-
-        return CSVLogger(root / "csv", name="run")
-    if kind == "tensorboard":
-        from lightning.pytorch.loggers import TensorBoardLogger
-
-        return TensorBoardLogger(root / "tb", name="run")
-    if kind == "mlflow":
-        from lightning.pytorch.loggers import MLFlowLogger
-
-        # MLflow 3 refuses its file store unless asked; a file store keeps the run local and server-free.
-        os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
-        return MLFlowLogger(experiment_name="overhead", tracking_uri=f"file:{root / 'mlruns'}")
-    if kind == "prov":
-        return ProvLogger(store=root / "provenance", run_name="overhead")
-    raise ValueError(f"unknown logger {kind!r}")
+    return peer_logger(kind, root, "overhead")
 
 
 def train_once(kind: str, epochs: int, smoke: bool) -> dict[str, float]:

@@ -17,7 +17,6 @@ import platform
 import socket
 import subprocess
 import sys
-import time
 from collections import defaultdict
 from dataclasses import dataclass
 from importlib import metadata

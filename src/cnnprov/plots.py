@@ -96,7 +96,7 @@ def hyperparameter_effect(
     runs = [(setting[r], b) for r, b in best.items() if r in setting and setting[r] in position]
     ax.scatter([position[v] for v, _ in runs], [b for _, b in runs], alpha=0.6, label=f"a run's {order} {metric}")
     line = sorted((position[row["value"]], row["mean_best"]) for row in effect)
-    ax.plot([x for x, _ in line], [y for _, y in line], marker="D", color="black", label=f"mean over runs")
+    ax.plot([x for x, _ in line], [y for _, y in line], marker="D", color="black", label="mean over runs")
     ax.set_xlabel(name)
     ax.set_ylabel(f"{order} {metric}")
     ax.set_title(f"effect of {name} on {metric}")
