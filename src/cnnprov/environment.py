@@ -7,7 +7,10 @@ import os
 import platform
 import socket
 import subprocess
-from dataclasses import dataclass, field
+import threading
+from concurrent.futures import Future
+from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
 
@@ -25,7 +28,13 @@ class RunEnvironment:
 
 
 def software_versions(packages: tuple[str, ...] = ("cnnprov", "lightning", "torch")) -> dict[str, str]:
-    """Installed versions of the packages that shape a run, plus Python's."""
+    """Installed versions of the packages that shape a run, plus Python's (read once per process)."""
+    return dict(_software_versions(packages))
+
+
+@lru_cache(maxsize=8)
+def _software_versions(packages: tuple[str, ...]) -> dict[str, str]:
+    # what a process has imported does not change under it, whatever pip does meanwhile
     versions = {}
     for name in packages:
         try:
@@ -68,8 +77,19 @@ def current_user() -> str:
         return f"uid-{os.getuid()}" if hasattr(os, "getuid") else "unknown"
 
 
-def current_environment() -> RunEnvironment:
-    """Read the environment of this process (runs ``git`` once)."""
+def current_environment(prefetched: Future | None = None) -> RunEnvironment:
+    """Read the environment of this process (runs ``git`` once).
+
+    With ``prefetched`` (from :func:`prefetch_environment`), the slow parts come
+    from that read; process id and seed are read now, as they may have changed.
+    """
+    if prefetched is not None:
+        try:
+            earlier = prefetched.result()
+        except Exception:  # the background read failed: read again here
+            earlier = None
+        if earlier is not None:
+            return replace(earlier, process_id=os.getpid(), random_seed=random_seed())
     return RunEnvironment(
         user=current_user(),
         hostname=socket.gethostname(),
@@ -78,3 +98,21 @@ def current_environment() -> RunEnvironment:
         git_commit=git_commit(),
         random_seed=random_seed(),
     )
+
+
+def prefetch_environment() -> Future:
+    """Start reading the environment on a daemon thread; pass the result to :func:`current_environment`.
+
+    ``git`` runs in a subprocess (a few ms): a logger starts this when it is
+    made, so a run's start does not wait for it.
+    """
+    future: Future = Future()
+
+    def read() -> None:
+        try:
+            future.set_result(current_environment())
+        except BaseException as error:  # reported where the result is used
+            future.set_exception(error)
+
+    threading.Thread(target=read, name="cnnprov-environment", daemon=True).start()
+    return future

@@ -14,7 +14,9 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers.logger import Logger, rank_zero_experiment
 from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
 
+from .environment import current_environment, prefetch_environment
 from .recorder import FAILED, RunRecorder
+from .store import StoreError
 from .vocab import DEFAULT_BASE
 
 
@@ -94,6 +96,8 @@ class ProvLogger(Logger):
         # How the current stage's epoch numbers map to the run's (see the class docstring).
         self._epoch_offset = 0
         self._outside_fit = False
+        # git and package versions are read while the Trainer sets up, not when the run starts
+        self._environment = prefetch_environment()
 
     # -- Logger properties -------------------------------------------------
     @property
@@ -132,7 +136,9 @@ class ProvLogger(Logger):
         """The recorder, its store open and the run (or its continuation) recorded."""
         recorder = self.experiment
         if not recorder.started:
-            recorder.start(resume_from=resume_from)
+            environment = current_environment(self._environment)
+            # A run id of our own (not one a resumed checkpoint names) is new: the store can open in the background.
+            recorder.start(environment, resume_from=resume_from, new_run=resume_from is None)
             self._run_id = recorder.run_id
             pending, self._pending_hyperparameters = self._pending_hyperparameters, []
             for params in pending:
@@ -226,9 +232,10 @@ class ProvLogger(Logger):
                 monitor=checkpoint_callback.monitor,
                 score=float(score) if score is not None else None,
             )
-        # A checkpoint on disk must be findable in the store even if the process dies next: a
-        # resumed fit finds its run through it. Checkpoints are rare, and cost a file write anyway.
-        recorder.flush(wait=True)
+        # A checkpoint on disk must be findable in the store (by its SHA-256) if the process dies
+        # next: a resumed fit finds its run through it. One written as the epoch ends is durable
+        # before the next epoch starts, which waits for it; one written mid-epoch is waited for here.
+        recorder.flush(wait=trainer is None or not _epoch_is_ending(trainer))
 
     def _new_checkpoint_files(self, callback: ModelCheckpoint) -> list[str]:
         """Files the callback has written or rewritten since we last looked (public attributes only)."""
@@ -264,6 +271,7 @@ class ProvLogger(Logger):
         state = self.__dict__.copy()
         state["_recorder"] = None
         state["_trainer_ref"] = None
+        state["_environment"] = None  # read again in the process that records
         return state
 
 
@@ -310,7 +318,9 @@ class _ProvCallback(Callback):
         _check_learning_rates(recorder, trainer, index)
         try:
             recorder.epoch_started(index)
-        except OSError as error:  # never stop training over provenance
+        except StoreError:  # the store could not be opened: nothing would be recorded
+            raise
+        except OSError as error:  # never stop training over a failed write: it is kept and retried
             rank_zero_warn(str(error))
 
     def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int) -> None:
@@ -334,6 +344,14 @@ class _ProvCallback(Callback):
 
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
         self.logger._error = exception
+
+
+def _epoch_is_ending(trainer: Trainer) -> bool:
+    """Whether the training epoch has fetched its last batch (a checkpoint now is the epoch's last)."""
+    try:
+        return bool(trainer.fit_loop.epoch_loop.batch_progress.is_last_batch)
+    except AttributeError:  # not fitting, or a Lightning without these loops: be safe and wait
+        return False
 
 
 def _check_learning_rates(recorder: RunRecorder, trainer: Trainer, epoch: int) -> None:

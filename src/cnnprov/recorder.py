@@ -26,7 +26,14 @@ from .hyperparameters import flatten_hyperparameters, scalar
 from . import prov_forms
 from .live import ReadEndpoint
 from .resume import RecordedRun, find_checkpoint, read_run
-from .store import advertise_writer, is_remote, open_for_writing, release_writer, resolve_store_path
+from .store import (
+    advertise_writer,
+    is_remote,
+    open_for_writing,
+    prepare_store_directory,
+    release_writer,
+    resolve_store_path,
+)
 from .vocab import (
     CNNPROV,
     DEFAULT_BASE,
@@ -53,6 +60,20 @@ class _MetricRow(tuple):
     """(metrics, step, time, generating epoch or None) as buffered on the hot path."""
 
     __slots__ = ()
+
+
+class _FileDigest(tuple):
+    """(checkpoint node, file path, graph): the file's SHA-256, computed on the writer thread."""
+
+    __slots__ = ()
+
+    def quads(self) -> list[Quad]:
+        node, path, graph = self
+        try:
+            digest = file_sha256(path)
+        except OSError:  # removed before it could be read: size and path are recorded
+            return []
+        return [Quad(node, CNNPROV.sha256, string_literal(digest), graph)]
 
 
 class _MetricTerms:
@@ -147,6 +168,8 @@ class RunRecorder:
         environment: RunEnvironment | None = None,
         start_time: float | None = None,
         resume_from: str | os.PathLike | None = None,
+        *,
+        new_run: bool = False,
     ) -> None:
         """Open the store and record the run, its agents and this attempt at it.
 
@@ -161,25 +184,30 @@ class RunRecorder:
         checkpoint; epochs, values and checkpoints are numbered after those
         already stored. A ``resume_from`` no stored run wrote is recorded as a
         checkpoint the new run used.
+
+        ``new_run=True`` says no stored run has this ``run_id`` (a fresh UUID,
+        as :class:`~cnnprov.ProvLogger` makes): with nothing to read first, an
+        embedded store opens on the writer thread while the caller goes on, and
+        an error opening it (a store another process holds) is raised by the
+        first call that waits for the store, :meth:`epoch_started` or :meth:`flush`.
         """
         with self._lock:
             if self._writer is not None:
                 return
+            recorded = checkpoint = None
             if is_remote(self.store_path):  # a SPARQL endpoint: it serves reads itself
                 from .remote import RemoteStore, default_spool_path
 
                 store = self._remote = RemoteStore(self.store_path, spool=default_spool_path(self.run_id))
+            elif resume_from is None and (new_run or self.started_at is not None):
+                prepare_store_directory(self.store_path)  # path errors now, not later
+                store = self._open_and_serve
             else:
-                store = open_for_writing(self.store_path, run_id=self.run_id)
-            recorded = checkpoint = None
-            if self.started_at is None:
+                store = self._open_and_serve()
+            if self.started_at is None and not callable(store):
                 recorded, checkpoint = self._recorded_run(store, resume_from)
             target = store.writes() if self._remote is not None else store
-            self._writer = QuadWriter(target, convert=self._metric_quads, max_buffered=self._max_buffered)
-            if self._serve_reads and self._remote is None:
-                # other processes cannot open a store this process holds: serve their reads
-                self._endpoint = ReadEndpoint(store, self.store_path, self.run_id)
-                self._endpoint.start()
+            self._writer = QuadWriter(target, convert=self._convert, max_buffered=self._max_buffered)
             if self.started_at is not None:
                 return
         self.started_at = start_time or time.time()
@@ -210,6 +238,15 @@ class RunRecorder:
             checkpoint = self._input_checkpoint(resume_from)
         self._begin_attempt(env, 1, None, checkpoint, self.started_at)
         self.flush()
+
+    def _open_and_serve(self) -> Any:
+        """Open the embedded store; serve reads from it to other processes (see :mod:`cnnprov.live`)."""
+        store = open_for_writing(self.store_path, run_id=self.run_id)
+        if self._serve_reads:
+            endpoint = ReadEndpoint(store, self.store_path, self.run_id)
+            endpoint.start()
+            self._endpoint = endpoint
+        return store
 
     def _record_agents(self, env: RunEnvironment) -> None:
         add, run, bundle = self._add, self.run, self.bundle
@@ -370,6 +407,8 @@ class RunRecorder:
     def close(self) -> None:
         """Store everything buffered and release the store. Safe to call twice."""
         writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.wait_open(raise_error=False)  # the endpoint starts once the store is open; close() reports errors
         endpoint, self._endpoint = self._endpoint, None
         if endpoint is not None:
             endpoint.stop()
@@ -625,7 +664,8 @@ class RunRecorder:
         add(node, PROV.generatedAtTime, datetime_literal(time.time()))
         if file.is_file():
             add(node, CNNPROV.fileSizeBytes, integer_literal(file.stat().st_size))
-            add(node, CNNPROV.sha256, string_literal(file_sha256(file)))
+            if self._writer is not None:  # hashed on the writer thread, before the next epoch starts
+                self._writer.append(_FileDigest((node, str(file), self.bundle)))
         if monitor:
             add(node, CNNPROV.monitoredMetric, string_literal(monitor))
         if score is not None:
@@ -649,6 +689,12 @@ class RunRecorder:
             bundle = self.bundle
             for triple in prov_forms.with_qualified_form(subject, predicate, obj):
                 writer.append(Quad(*triple, bundle))
+
+    def _convert(self, item: Any) -> list[Quad]:
+        """Writer thread: a buffered item that is not yet quads → quads."""
+        if isinstance(item, _FileDigest):
+            return item.quads()
+        return self._metric_quads(item)
 
     def _metric_quads(self, row: Any) -> list[Quad]:
         """Writer thread: one buffered ``log_metrics`` call → quads.

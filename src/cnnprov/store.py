@@ -65,6 +65,14 @@ def open_for_writing(path: str | os.PathLike | None, run_id: str = "", wait_s: f
 
     Waits up to ``wait_s`` seconds for a short-lived reader to let go of the lock.
     """
+    target = prepare_store_directory(path)
+    store = _open_waiting(target, wait_s)
+    advertise_writer(target, run_id)
+    return store
+
+
+def prepare_store_directory(path: str | os.PathLike | None) -> Path:
+    """Check that ``path`` can be a store and create its directory; the checks of opening that need no lock."""
     target = resolve_store_path(path)
     _check_writable_location(target)
     try:
@@ -74,9 +82,7 @@ def open_for_writing(path: str | os.PathLike | None, run_id: str = "", wait_s: f
             f"cannot create the provenance store directory '{target}': {error.strerror or error}. "
             f"Choose a directory you can write to"
         ) from None
-    store = _open_waiting(target, wait_s)
-    advertise_writer(target, run_id)
-    return store
+    return target
 
 
 def advertise_writer(path: str | os.PathLike | None, run_id: str) -> None:

@@ -57,7 +57,10 @@ class QuadWriter:
     """A bounded buffer of quads (or items that convert to quads) and the thread that stores them.
 
     Args:
-        store: an open read-write pyoxigraph store; the writer only writes to it.
+        store: an open read-write pyoxigraph store; the writer only writes to
+            it. Or a function that opens one: it then runs on the writer thread,
+            so opening (tens of ms for RocksDB) overlaps the caller's work;
+            :meth:`wait_open` and the first waiting :meth:`flush` raise what it raised.
         convert: turns a buffered item that is neither a ``Quad`` nor a
             :class:`Replace` into quads. Runs on the writer thread, so the
             training thread can buffer cheap tuples instead of building quads.
@@ -78,13 +81,19 @@ class QuadWriter:
 
     def __init__(
         self,
-        store: Store,
+        store: Store | Callable[[], Store],
         convert: Callable[[Any], Iterable[Quad]] | None = None,
         max_buffered: int = DEFAULT_MAX_BUFFERED,
         max_batches: int = DEFAULT_MAX_BATCHES,
         hand_over_s: float = DEFAULT_HAND_OVER_S,
     ) -> None:
-        self._store = store
+        self._opener = store if callable(store) and not isinstance(store, Store) else None
+        self._store = None if self._opener is not None else store
+        self._opened = threading.Event()
+        self._open_error: BaseException | None = None
+        self._open_error_raised = False
+        if self._opener is None:
+            self._opened.set()
         self._convert = convert or _no_conversion
         self._max_buffered = max_buffered
         self._hand_over_s = hand_over_s
@@ -128,6 +137,14 @@ class QuadWriter:
         if len(self._buffer) >= self._max_buffered:
             self.flush(wait=False)
 
+    def wait_open(self, raise_error: bool = True) -> Store | None:
+        """Wait until the store is open and return it; raise what opening it raised (``None`` without ``raise_error``)."""
+        self._opened.wait()
+        if self._open_error is not None and raise_error:
+            self._open_error_raised = True
+            raise self._open_error
+        return self._store
+
     def flush(self, wait: bool = True) -> None:
         """Hand what is buffered to the writer thread; with ``wait``, return once it is stored."""
         if self._closed:
@@ -137,6 +154,9 @@ class QuadWriter:
         if not wait:
             if batch or self._failed:
                 self._batches.put(batch)
+            return
+        reported = self._open_error_raised
+        if self.wait_open(raise_error=not reported) is None:  # no store, and its error reported already
             return
         if self._failed or (batch and not all(isinstance(item, (Quad, Replace)) for item in batch)):
             # items to convert, or earlier failures to retry: the writer thread's work
@@ -171,6 +191,13 @@ class QuadWriter:
     # -- writer thread ---------------------------------------------------
     def _run(self) -> None:
         batches = self._batches
+        if self._opener is not None:
+            try:
+                self._store = self._opener()
+            except BaseException as error:  # raised to the caller at its next wait
+                self._open_error = error
+            finally:
+                self._opened.set()
         while True:
             taken = [batches.get()]
             # Whatever else waits goes into the same write: fewer transactions when behind.
@@ -180,6 +207,12 @@ class QuadWriter:
                 except queue.Empty:
                     break
             stop = taken[-1] is None
+            if self._open_error is not None:  # no store: nothing can be stored
+                for _ in taken:
+                    batches.task_done()
+                if stop:
+                    return
+                continue
             try:
                 self._store_items([item for batch in taken if batch is not None for item in batch])
             finally:
