@@ -40,6 +40,7 @@ def current_rss_mib() -> float:
 def child(calls: int, metrics: int) -> dict[str, Any]:
     """One process: ``calls`` log_metrics calls, RSS samples, and the peak."""
     from cnnprov import RunRecorder
+    from cnnprov.store import wait_released
 
     baseline = current_rss_mib()
     options = {"serve_reads": False} if "serve_reads" in inspect.signature(RunRecorder).parameters else {}
@@ -63,6 +64,7 @@ def child(calls: int, metrics: int) -> dict[str, Any]:
         recorder.finish("success")
         recorder.close()
         total_s = time.perf_counter() - started
+        wait_released(recorder.store_path)  # before the directory goes
     return {
         "calls": calls,
         "metrics_per_call": metrics,

@@ -41,6 +41,7 @@ from cnnprov import ProvStore, RunRecorder
 from cnnprov.demo import DigitsCNN
 from cnnprov.queries_library import bundled_queries, load_query
 from cnnprov.query import QueryError
+from cnnprov.store import wait_released
 
 
 def directory_size_mib(path: Path) -> float:
@@ -65,7 +66,7 @@ def record_run(
 ) -> str:
     lr, dropout = (0.01, 0.05, 0.1, 0.2)[index % 4], (0.0, 0.25, 0.5)[index % 3]
     recorder = RunRecorder(store, name=f"lr={lr},dropout={dropout},seed={index}", **recorder_options())
-    recorder.start()
+    recorder.start(new_run=True)  # as ProvLogger starts a run of its own
     recorder.log_plan("cnnprov.demo.DigitsCNN")
     recorder.log_hyperparameters(
         {
@@ -114,6 +115,7 @@ def record_run(
 
 def raw_loads(store_path: Path, work: Path, extend_runs: int) -> dict[str, float]:
     """Re-read the recorded quads graph by graph; time bulk_extend of all, extend of a sample."""
+    wait_released(store_path)  # the last run's store is let go of in the background
     source = ox.Store(str(store_path))
     graphs = list(source.named_graphs())
     bulk_target = ox.Store(str(work / "raw-bulk"))

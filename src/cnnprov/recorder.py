@@ -25,6 +25,7 @@ from .environment import RunEnvironment, current_environment
 from .hyperparameters import flatten_hyperparameters, scalar
 from . import prov_forms
 from .live import ReadEndpoint
+from .summaries import RunningSummary, summary_update
 from .resume import RecordedRun, find_checkpoint, read_run
 from .store import (
     advertise_writer,
@@ -32,6 +33,7 @@ from .store import (
     open_for_writing,
     prepare_store_directory,
     release_writer,
+    releasing,
     resolve_store_path,
 )
 from .vocab import (
@@ -50,7 +52,7 @@ from .vocab import (
     literal,
     string_literal,
 )
-from .writer import DEFAULT_MAX_BUFFERED, QuadWriter, Replace
+from .writer import DEFAULT_MAX_BUFFERED, QuadWriter, Replace, Update
 
 #: Run statuses as recorded (Lightning's ``finalize`` gives the last three).
 RUNNING, SUCCESS, FAILED, FINISHED = "running", "success", "failed", "finished"
@@ -60,6 +62,13 @@ class _MetricRow(tuple):
     """(metrics, step, time, generating epoch or None) as buffered on the hot path."""
 
     __slots__ = ()
+
+
+class _SummariesDue:
+    """Buffered at epoch and stage ends: the writer thread rewrites the summaries of measures logged since."""
+
+
+_SUMMARIES_DUE = _SummariesDue()
 
 
 class _FileDigest(tuple):
@@ -157,6 +166,8 @@ class RunRecorder:
         # writer-thread state for metric conversion
         self._metric_count = 0
         self._measures: set[str] = set()
+        self._summaries: dict[str, RunningSummary] = {}
+        self._changed_summaries: set[str] = set()
 
     # -- lifecycle ---------------------------------------------------------
     @property
@@ -237,7 +248,7 @@ class RunRecorder:
         if checkpoint is None and resume_from is not None:
             checkpoint = self._input_checkpoint(resume_from)
         self._begin_attempt(env, 1, None, checkpoint, self.started_at)
-        self.flush()
+        self.flush(wait=not new_run)  # a new run's start is durable by its first epoch's end
 
     def _open_and_serve(self) -> Any:
         """Open the embedded store; serve reads from it to other processes (see :mod:`cnnprov.live`)."""
@@ -291,6 +302,7 @@ class RunRecorder:
         self._checkpoint_count = recorded.checkpoints
         self._checkpoint = checkpoint or recorded.latest_checkpoint
         self._metric_count = recorded.values
+        self._summaries.update(recorded.summaries)
         self._adaptations = recorded.adaptations
         self._optimizers.update(recorded.optimizers)
         self._lr_settings.update(recorded.learning_rates)
@@ -402,6 +414,7 @@ class RunRecorder:
                 self._writer.append(Replace(node, CNNPROV.errorMessage, graph, (message,)))
         if self._checkpoint is not None and self._checkpoint_count:  # not a checkpoint it only started from
             self._add(run, MLS.hasOutput, self._checkpoint)
+        self._writer.append(_SUMMARIES_DUE)  # values of a test stage, or of an epoch cut short
         self.flush()
 
     def close(self) -> None:
@@ -413,12 +426,17 @@ class RunRecorder:
         if endpoint is not None:
             endpoint.stop()
         if writer is not None:
-            writer.close()
             remote, self._remote = self._remote, None
             if remote is not None:
+                writer.close()
                 remote.close()  # says where unsent records wait, if the endpoint is away
             else:
-                release_writer(self.store_path)
+                # Everything is durable now. RocksDB writes its memory tables to disk before the store
+                # is let go of, in the background: otherwise the next open replays its log, ~16 µs a
+                # quad (BENCHMARKS.md). Opening the store in this process waits for that.
+                path = self.store_path
+                writer.close(wait=False, then=lambda: release_writer(path))
+                releasing(path, writer.released)
 
     def flush(self, wait: bool = True) -> None:
         """Hand buffered records to the writer; with ``wait``, return once they are durable."""
@@ -627,6 +645,8 @@ class RunRecorder:
             self._add(epoch, PROV.endedAtTime, datetime_literal(when))
             self._add(epoch, CNNPROV.durationSeconds, double_literal(when - started))
         self._ended_epochs.add(index)
+        if self._writer is not None:
+            self._writer.append(_SUMMARIES_DUE)
         self.flush(wait=False)
 
     def stage_ended(self) -> None:
@@ -694,7 +714,27 @@ class RunRecorder:
         """Writer thread: a buffered item that is not yet quads → quads."""
         if isinstance(item, _FileDigest):
             return item.quads()
+        if item is _SUMMARIES_DUE:
+            return self._summary_update()
         return self._metric_quads(item)
+
+    def _summary_update(self) -> Update | list:
+        changed = self._changed_summaries
+        if not changed:
+            return []
+        terms = self._terms()
+        for name in changed:  # a resumed run's measures were named in an earlier process
+            if name not in terms.measures:
+                terms.measures[name] = iri(self.base, "measure", iri_segment(name))
+        update = Update(summary_update(self.run, self.bundle, self._summaries, terms.measures, changed))
+        changed.clear()
+        return update
+
+    def _terms(self) -> _MetricTerms:
+        terms = self.__dict__.get("_metric_terms")
+        if terms is None or terms.run != self.run:  # first value, or a resumed run took another IRI
+            terms = self._metric_terms = _MetricTerms(self.run, self.bundle, self.base)
+        return terms
 
     def _metric_quads(self, row: Any) -> list[Quad]:
         """Writer thread: one buffered ``log_metrics`` call → quads.
@@ -705,15 +745,15 @@ class RunRecorder:
         most of the Python work here, and it holds the GIL).
         """
         metrics, step, when, generating_epoch = row
-        terms = self.__dict__.get("_metric_terms")
-        if terms is None or terms.run != self.run:  # first value, or a resumed run took another IRI
-            terms = self._metric_terms = _MetricTerms(self.run, self.bundle, self.base)
+        terms = self._terms()
         graph = self.bundle
         at = datetime_literal(when)
         generator = terms.generator(generating_epoch)
         at_step = integer_literal(step) if step is not None else None
         epoch_value = metrics.get("epoch")
-        at_epoch = integer_literal(int(epoch_value)) if epoch_value is not None else None
+        epoch_number = int(epoch_value) if epoch_value is not None else None
+        at_epoch = integer_literal(epoch_number) if epoch_value is not None else None
+        summaries, changed = self._summaries, self._changed_summaries
         entity, evaluation, rdf_type = PROV.Entity, MLS.ModelEvaluation, RDF.type
         quads = []
         for name, value in metrics.items():
@@ -731,6 +771,11 @@ class RunRecorder:
                     quads.append(Quad(measure, rdf_type, entity, graph))
                     quads.append(Quad(measure, rdf_type, MLS.EvaluationMeasure, graph))
                     quads.append(Quad(measure, RDFS.label, string_literal(name), graph))
+            summary = summaries.get(name)
+            if summary is None:
+                summary = summaries[name] = RunningSummary()
+            summary.add(number, epoch_number)
+            changed.add(name)
             self._metric_count += 1
             node = NamedNode(f"{terms.value_prefix}{self._metric_count}")
             quads += (

@@ -249,15 +249,15 @@ class RemoteStore:
 
     def write(self, deletes: Iterable[Any], inserts: Iterable[ox.Quad]) -> None:
         """Delete (quads, or :class:`Pattern`s) then insert, the first chunk in the same request."""
-        operations = [_delete_operation(item) for item in deletes]
+        operations = [delete_operation(item) for item in deletes]
         chunk: list[ox.Quad] = []
         for quad in inserts:
             chunk.append(quad)
             if len(chunk) >= REQUEST_QUADS:
-                self._send(" ;\n".join(operations + [_insert_operation(chunk)]))
+                self._send(" ;\n".join(operations + [insert_operation(chunk)]))
                 operations, chunk = [], []
         if chunk:
-            operations.append(_insert_operation(chunk))
+            operations.append(insert_operation(chunk))
         if operations:
             self._send(" ;\n".join(operations))
 
@@ -433,6 +433,11 @@ class WriteView:
             self.extend(())
         self._store.load(input, format, **options)
 
+    def update(self, update: str) -> None:
+        if self._deletes:
+            self.extend(())
+        self._store.update(update)
+
     def flush(self) -> None:
         """Send deletions not yet followed by an insertion."""
         if self._deletes:
@@ -542,7 +547,8 @@ def _endpoints(url: str) -> tuple[str, str]:
     return url + "/query", url + "/update"
 
 
-def _insert_operation(quads: list[ox.Quad]) -> str:
+def insert_operation(quads: list[ox.Quad]) -> str:
+    """``INSERT DATA`` of ``quads``, grouped by graph."""
     by_graph: dict[Any, list[ox.Triple]] = {}
     for quad in quads:
         by_graph.setdefault(quad.graph_name, []).append(quad.triple)
@@ -556,7 +562,8 @@ def _insert_operation(quads: list[ox.Quad]) -> str:
     return "INSERT DATA {\n" + "".join(parts) + "}"
 
 
-def _delete_operation(item: Any) -> str:
+def delete_operation(item: Any) -> str:
+    """``DELETE DATA`` of a quad, or ``DELETE WHERE`` of a :class:`Pattern` (``None`` terms match anything)."""
     if isinstance(item, Pattern):
         subject, predicate, obj, graph = item
         pattern = " ".join(

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from pyoxigraph import Literal, NamedNode, Store, Variable
 
+from .summaries import RunningSummary
 from .vocab import CNNPROV, CNNPROV_NS, MLS, MLS_NS, PROV, PROV_NS, RDF, RDFS, python_value
 
 
@@ -39,6 +40,7 @@ class RecordedRun:
     attempts: int = 0
     optimizers: dict[int, NamedNode] = field(default_factory=dict)
     learning_rates: dict[tuple[int, int], tuple[NamedNode, float]] = field(default_factory=dict)
+    summaries: dict[str, RunningSummary] = field(default_factory=dict)
 
 
 def find_checkpoint(store: Store, sha256: str) -> tuple[NamedNode, NamedNode, NamedNode] | None:
@@ -93,7 +95,30 @@ def read_run(store: Store, run: NamedNode, bundle: NamedNode) -> RecordedRun | N
         if index is not None:
             record.optimizers[index] = quad.subject
     _read_learning_rates(store, record, optimizer_prefix)
+    record.summaries = _fold_values(store, run, bundle)
     return record
+
+
+def _fold_values(store: Store, run: NamedNode, bundle: NamedNode) -> dict[str, RunningSummary]:
+    """Each measure's summary, from every value stored (those of an interrupted epoch too), in logging order."""
+    prefix = run.value + "/value/"
+    values = []
+    for row in store.query(
+        f"""SELECT ?g ?value_node ?name ?value ?epoch WHERE {{ GRAPH ?g {{
+              ?value_node <{MLS_NS}specifiedBy> ?measure ; <{MLS_NS}hasValue> ?value .
+              ?measure <http://www.w3.org/2000/01/rdf-schema#label> ?name .
+              OPTIONAL {{ ?value_node <{CNNPROV_NS}atEpoch> ?epoch }} }} }}""",
+        substitutions={Variable("g"): bundle},
+    ):
+        number = _suffix_number(row["value_node"].value, prefix)
+        if number is None:
+            continue
+        epoch = row["epoch"]
+        values.append((number, row["name"].value, float(row["value"].value), int(epoch.value) if epoch else None))
+    summaries: dict[str, RunningSummary] = {}
+    for _, name, value, epoch in sorted(values):
+        summaries.setdefault(name, RunningSummary()).add(value, epoch)
+    return summaries
 
 
 def _read_learning_rates(store: Store, record: RecordedRun, optimizer_prefix: str) -> None:

@@ -11,9 +11,11 @@ advertisement (and a run left "running" by a killed process) from a live one.
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import socket
+import threading
 import time
 from pathlib import Path
 
@@ -184,7 +186,37 @@ def open_for_reading(path: str | os.PathLike | None, wait_s: float = 2.0) -> Sto
     return _open_waiting(target, wait_s)
 
 
+#: Stores this process is letting go of in the background (see QuadWriter.close), by directory.
+_RELEASING: dict[str, threading.Event] = {}
+#: How long an open, or the interpreter's exit, waits for this process to let go of a store.
+RELEASE_WAIT_S = 60.0
+
+
+def releasing(path: str | os.PathLike | None, released: threading.Event) -> None:
+    """Note that this process lets go of the store at ``path`` once ``released`` is set."""
+    _RELEASING[os.path.realpath(resolve_store_path(path))] = released
+
+
+def wait_released(path: str | os.PathLike | None) -> None:
+    """Wait until this process has let go of the store at ``path`` (a run closes it in the background).
+
+    cnnprov's own reads and writes wait by themselves; call this before opening
+    the store with pyoxigraph or oxrdflib directly right after a run in the same process.
+    """
+    released = _RELEASING.get(os.path.realpath(resolve_store_path(path)))
+    if released is not None:
+        released.wait(RELEASE_WAIT_S)
+
+
+@atexit.register
+def _wait_all_released() -> None:
+    # the writer threads are daemons: let them finish closing the stores before the interpreter ends
+    for released in list(_RELEASING.values()):
+        released.wait(RELEASE_WAIT_S)
+
+
 def _open_waiting(target: Path, wait_s: float) -> Store:
+    wait_released(target)
     deadline = time.monotonic() + wait_s
     while True:
         try:

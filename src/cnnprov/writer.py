@@ -53,6 +53,13 @@ class Replace:
     objects: tuple = ()
 
 
+@dataclass(frozen=True)
+class Update:
+    """A SPARQL Update the store runs in one transaction, in order with the quads around it."""
+
+    sparql: str
+
+
 class QuadWriter:
     """A bounded buffer of quads (or items that convert to quads) and the thread that stores them.
 
@@ -62,7 +69,7 @@ class QuadWriter:
             so opening (tens of ms for RocksDB) overlaps the caller's work;
             :meth:`wait_open` and the first waiting :meth:`flush` raise what it raised.
         convert: turns a buffered item that is neither a ``Quad`` nor a
-            :class:`Replace` into quads. Runs on the writer thread, so the
+            :class:`Replace` into quads, or into an :class:`Update`. Runs on the writer thread, so the
             training thread can buffer cheap tuples instead of building quads.
         max_buffered: when the buffer holds this many items it is handed to the
             writer thread at once.
@@ -106,6 +113,8 @@ class QuadWriter:
         self._unflushed = 0  # quads written since RocksDB last wrote its memory tables to disk
         self._error: BaseException | None = None
         self._closed = False
+        self._released = threading.Event()
+        self._then: Callable[[], None] | None = None
         self._thread = threading.Thread(target=self._run, name="cnnprov-writer", daemon=True)
         self._thread.start()
         # Flush on interpreter exit too; a weak reference keeps atexit from pinning the writer.
@@ -169,18 +178,31 @@ class QuadWriter:
             self._store_items(batch)
         self._raise_pending_error()
 
-    def close(self) -> None:
-        """Store everything buffered, stop the thread and release the store. Safe to call twice."""
+    def close(self, wait: bool = True, then: Callable[[], None] | None = None) -> None:
+        """Store everything buffered, stop the thread and release the store. Safe to call twice.
+
+        Everything is durable when this returns. Releasing the store comes after: the writer
+        thread has RocksDB write its in-memory tables to disk first, so that whoever opens the
+        store next need not replay its log (which grows with every run that skips this). With
+        ``wait=False`` that happens in the background; :attr:`released` is set when it is done,
+        after ``then`` (if given) has run.
+        """
         if self._closed:
             return
+        self._then = then
         try:
             self.flush(wait=True)
         finally:
             self._closed = True
             self._batches.put(None)
-            self._thread.join()
             atexit.unregister(self._atexit)
-            self._store = None
+            if wait:
+                self._thread.join()
+
+    @property
+    def released(self) -> threading.Event:
+        """Set once the writer thread has let go of the store (after :meth:`close`)."""
+        return self._released
 
     @property
     def pending(self) -> int:
@@ -211,6 +233,7 @@ class QuadWriter:
                 for _ in taken:
                     batches.task_done()
                 if stop:
+                    self._release()
                     return
                 continue
             try:
@@ -219,7 +242,24 @@ class QuadWriter:
                 for _ in taken:
                     batches.task_done()
             if stop:
+                self._release()
                 return
+
+    def _release(self) -> None:
+        """Writer thread, after the last write: in-memory tables to disk, then drop the store."""
+        store, self._store = self._store, None
+        try:
+            if store is not None and self._open_error is None:
+                store.flush()  # GIL released; the data is durable already (RocksDB's log)
+        except Exception as error:  # the next open replays the log instead
+            log.warning("cnnprov could not flush the provenance store's memory tables: %s", error)
+        finally:
+            del store  # the last reference: RocksDB closes and lets go of its lock
+            try:
+                if self._then is not None:
+                    self._then()
+            finally:
+                self._released.set()
 
     def _store_items(self, batch: list) -> None:
         """Store earlier failures and ``batch``; on an error keep what was not stored, to retry."""
@@ -251,7 +291,15 @@ class QuadWriter:
                 self._written = index + 1
                 continue
             else:
-                quads.extend(self._convert(item))
+                converted = self._convert(item)
+                if isinstance(converted, Update):
+                    self._store_quads(quads)
+                    self._written = index
+                    quads = []
+                    self._store.update(converted.sparql)
+                    self._written = index + 1
+                    continue
+                quads.extend(converted)
             if len(quads) >= TRANSACTION_QUADS:
                 self._store_quads(quads)
                 self._written = index + 1

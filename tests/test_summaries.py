@@ -1,0 +1,150 @@
+"""Per-run metric summaries agree with the values they summarize: after training, after a resume."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from cnnprov import ProvStore, RunRecorder
+from cnnprov.summaries import RunningSummary
+
+PREFIXES = """PREFIX mls: <http://www.w3.org/ns/mls#>
+PREFIX rdfs: <http://www.w3.org/2000/01/rdf-schema#>
+PREFIX cnnprov: <https://w3id.org/cnnprov/ns#>
+"""
+
+SUMMARIES = PREFIXES + """
+SELECT ?run_id ?name ?count ?low ?high ?last ?low_epoch ?high_epoch ?last_epoch WHERE {
+  GRAPH ?g {
+    ?summary a cnnprov:MetricSummary ; cnnprov:summaryOf ?run ; cnnprov:ofMeasure [ rdfs:label ?name ] ;
+             cnnprov:valueCount ?count ; cnnprov:lastValue ?last .
+    ?run cnnprov:runId ?run_id .
+    OPTIONAL { ?summary cnnprov:minValue ?low }
+    OPTIONAL { ?summary cnnprov:maxValue ?high }
+    OPTIONAL { ?summary cnnprov:minEpoch ?low_epoch }
+    OPTIONAL { ?summary cnnprov:maxEpoch ?high_epoch }
+    OPTIONAL { ?summary cnnprov:lastEpoch ?last_epoch }
+  }
+}"""
+
+VALUES = PREFIXES + """
+SELECT ?run_id ?name ?node ?value ?epoch WHERE {
+  GRAPH ?g {
+    ?node a mls:ModelEvaluation ; mls:specifiedBy [ rdfs:label ?name ] ; mls:hasValue ?value .
+    ?g cnnprov:describesRun [ cnnprov:runId ?run_id ] .
+    OPTIONAL { ?node cnnprov:atEpoch ?epoch }
+  }
+}"""
+
+
+def expected_summaries(store: ProvStore) -> dict[tuple[str, str], dict]:
+    """Each run's and measure's summary, computed here from every stored value."""
+    grouped: dict[tuple[str, str], list[tuple[int, float, int | None]]] = {}
+    for row in store.sparql(VALUES).to_dicts():
+        order = int(row["node"].rsplit("/", 1)[1])  # values are numbered as they were logged
+        grouped.setdefault((row["run_id"], row["name"]), []).append((order, row["value"], row["epoch"]))
+    expected = {}
+    for key, values in grouped.items():
+        values.sort()
+        numbers = [v for _, v, _ in values if not math.isnan(v)]
+        low, high = min(numbers), max(numbers)
+        expected[key] = {
+            "count": len(values),
+            "low": low,
+            "high": high,
+            "last": values[-1][1],
+            "low_epoch": min((e for _, v, e in values if v == low and e is not None), default=None),
+            "high_epoch": min((e for _, v, e in values if v == high and e is not None), default=None),
+            "last_epoch": values[-1][2],
+        }
+    return expected
+
+
+def recorded_summaries(store: ProvStore) -> dict[tuple[str, str], dict]:
+    return {(row.pop("run_id"), row.pop("name")): row for row in store.sparql(SUMMARIES).to_dicts()}
+
+
+def test_every_run_and_measure_has_one_summary_that_agrees_with_its_values(sweep_store):
+    recorded = recorded_summaries(sweep_store)
+    expected = expected_summaries(sweep_store)
+    assert recorded == expected
+    assert {name for _, name in recorded} >= {"train_loss_step", "val_loss", "val_acc"}
+    assert len({run for run, _ in recorded}) == 2
+
+
+def test_a_resumed_run_summarizes_the_values_of_both_attempts(tmp_path):
+    path = tmp_path / "provenance"
+    first = RunRecorder(path, name="interrupted")
+    first.start()
+    first.epoch_started(0)
+    first.log_metrics({"loss": 0.9, "epoch": 0}, step=0)
+    first.log_metrics({"loss": 0.4, "epoch": 0}, step=1)
+    first.epoch_ended(0)
+    first.epoch_started(1)
+    first.log_metrics({"loss": 0.2, "epoch": 1}, step=2)  # stored, but no epoch end summarized it
+    first.close()  # as a crash would leave it: no finish, no summary of epoch 1
+
+    second = RunRecorder(path, run_id=first.run_id)
+    second.start()  # continues the stored run
+    second.epoch_started(1)
+    second.log_metrics({"loss": 0.3, "epoch": 1}, step=3)
+    second.log_metrics({"acc": 0.7, "epoch": 1}, step=3)
+    second.epoch_ended(1)
+    second.finish()
+    second.close()
+
+    store = ProvStore(path)
+    recorded = recorded_summaries(store)
+    assert recorded == expected_summaries(store)
+    assert recorded[(first.run_id, "loss")] == {
+        "count": 4,
+        "low": 0.2,
+        "high": 0.9,
+        "last": 0.3,
+        "low_epoch": 1,
+        "high_epoch": 0,
+        "last_epoch": 1,
+    }
+
+
+def test_a_test_stage_value_is_summarized_at_the_stage_end_without_an_epoch(tmp_path):
+    recorder = RunRecorder(tmp_path / "provenance")
+    recorder.start()
+    recorder.log_metrics({"test_acc": 0.8})
+    recorder.finish()
+    recorder.close()
+    (summary,) = recorded_summaries(ProvStore(tmp_path / "provenance")).values()
+    assert summary == {
+        "count": 1,
+        "low": 0.8,
+        "high": 0.8,
+        "last": 0.8,
+        "low_epoch": None,
+        "high_epoch": None,
+        "last_epoch": None,
+    }
+
+
+@pytest.mark.parametrize(
+    "values, low, high, last",
+    [
+        ([float("nan"), 2.0, 1.0], 1.0, 2.0, 1.0),
+        ([1.0, float("nan")], 1.0, 1.0, "nan"),
+        ([float("nan")], None, None, "nan"),
+    ],
+)
+def test_a_diverged_value_is_counted_and_can_be_last_but_is_no_extreme(values, low, high, last):
+    summary = RunningSummary()
+    for epoch, value in enumerate(values):
+        summary.add(value, epoch)
+    assert (summary.count, summary.low, summary.high) == (len(values), low, high)
+    assert math.isnan(summary.last) if last == "nan" else summary.last == last
+
+
+def test_the_lowest_value_keeps_the_first_epoch_that_reached_it():
+    summary = RunningSummary()
+    for epoch, value in enumerate([0.5, 0.3, 0.3, 0.4]):
+        summary.add(value, epoch)
+    assert (summary.low, summary.low_epoch, summary.high, summary.high_epoch) == (0.3, 1, 0.5, 0)
+    assert (summary.last, summary.last_epoch) == (0.4, 3)
