@@ -148,3 +148,31 @@ def test_the_lowest_value_keeps_the_first_epoch_that_reached_it():
         summary.add(value, epoch)
     assert (summary.low, summary.low_epoch, summary.high, summary.high_epoch) == (0.3, 1, 0.5, 0)
     assert (summary.last, summary.last_epoch) == (0.4, 3)
+
+
+def test_the_hyperparameter_list_of_each_run_says_what_its_own_settings_say(sweep_store):
+    settings = sweep_store.sparql(
+        PREFIXES
+        + """PREFIX prov: <http://www.w3.org/ns/prov#>
+        SELECT ?run_id ?name ?value WHERE { GRAPH ?g {
+          ?run cnnprov:runId ?run_id ; prov:used ?setting .
+          ?setting a mls:HyperParameterSetting ; mls:specifiedBy [ rdfs:label ?name ] ; mls:hasValue ?value .
+          FILTER NOT EXISTS { ?setting cnnprov:settingOf ?owner } } }"""
+    ).to_dicts()
+    expected: dict[str, dict[str, str]] = {}
+    for row in settings:
+        value = row["value"]
+        text = "true" if value is True else "false" if value is False else "None" if value is None else str(value)
+        expected.setdefault(row["run_id"], {})[row["name"]] = text
+    listed = sweep_store.sparql(
+        PREFIXES + "SELECT ?run_id ?list WHERE { GRAPH ?g { ?run cnnprov:runId ?run_id ; cnnprov:hyperparameterList ?list } }"
+    ).to_dicts()
+    assert len(listed) == len(expected) == 2
+    for row in listed:
+        pairs = dict(pair.split("=", 1) for pair in row["list"].split(", "))
+        assert list(pairs) == sorted(pairs)
+        assert pairs.keys() == expected[row["run_id"]].keys()
+        for name, text in pairs.items():
+            want = expected[row["run_id"]][name]
+            assert text == want or float(text) == float(want), (name, text, want)
+    assert {"dropout=0", "dropout=0.5"} <= {p for row in listed for p in row["list"].split(", ")}

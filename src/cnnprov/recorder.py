@@ -166,6 +166,7 @@ class RunRecorder:
         # writer-thread state for metric conversion
         self._metric_count = 0
         self._measures: set[str] = set()
+        self._hyperparameter_texts: dict[str, str] = {}
         self._summaries: dict[str, RunningSummary] = {}
         self._changed_summaries: set[str] = set()
 
@@ -446,8 +447,15 @@ class RunRecorder:
     # -- what the run used -------------------------------------------------
     def log_hyperparameters(self, params: Any, source: str | None = None) -> None:
         """Record hyperparameters (nested ones flattened to dotted paths) as ML Schema settings."""
+        texts = self._hyperparameter_texts
         for path, value in flatten_hyperparameters(params):
             self._setting(self.run, path, value, path)
+            term = literal(scalar(value))
+            texts[path] = "None" if isinstance(term, NamedNode) else term.value
+        if texts and self._writer is not None:
+            # one literal to list runs by (best-runs): reading every setting of a thousand runs is slow
+            listing = ", ".join(f"{name}={text}" for name, text in sorted(texts.items()))
+            self._writer.append(Replace(self.run, CNNPROV.hyperparameterList, self.bundle, (string_literal(listing),)))
 
     def _setting(self, owner: NamedNode, key: str, value: Any, hyperparameter: str) -> NamedNode:
         setting = child(owner, "setting", key)
