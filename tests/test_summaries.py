@@ -176,3 +176,76 @@ def test_the_hyperparameter_list_of_each_run_says_what_its_own_settings_say(swee
             want = expected[row["run_id"]][name]
             assert text == want or float(text) == float(want), (name, text, want)
     assert {"dropout=0", "dropout=0.5"} <= {p for row in listed for p in row["list"].split(", ")}
+
+
+EPOCHS = PREFIXES + """
+SELECT ?run_id ?index ?seconds WHERE { GRAPH ?g {
+  ?epoch a cnnprov:Epoch ; cnnprov:partOfRun ?run ; cnnprov:epochIndex ?index .
+  ?run cnnprov:runId ?run_id .
+  OPTIONAL { ?epoch cnnprov:durationSeconds ?seconds } } }"""
+
+STATISTICS = PREFIXES + """
+SELECT ?run_id ?started ?ended ?total ?slowest WHERE { GRAPH ?g {
+  ?run a cnnprov:TrainingRun ; cnnprov:runId ?run_id ; cnnprov:epochCount ?started ;
+       cnnprov:completedEpochCount ?ended ; cnnprov:epochSecondsTotal ?total .
+  OPTIONAL { ?run cnnprov:slowestEpochSeconds ?slowest } } }"""
+
+
+def expected_epoch_statistics(store: ProvStore) -> dict[str, dict]:
+    epochs: dict[str, dict[int, float | None]] = {}
+    for row in store.sparql(EPOCHS).to_dicts():
+        epochs.setdefault(row["run_id"], {})[row["index"]] = row["seconds"]
+    expected = {}
+    for run_id, by_index in epochs.items():
+        ended = [seconds for seconds in by_index.values() if seconds is not None]
+        expected[run_id] = {"started": len(by_index), "ended": len(ended), "total": sum(ended), "slowest": max(ended, default=None)}
+    return expected
+
+
+def assert_epoch_statistics_agree(store: ProvStore) -> dict[str, dict]:
+    recorded = {row.pop("run_id"): row for row in store.sparql(STATISTICS).to_dicts()}
+    expected = expected_epoch_statistics(store)
+    assert recorded.keys() == expected.keys()
+    for run_id, row in recorded.items():
+        want = expected[run_id]
+        assert (row["started"], row["ended"]) == (want["started"], want["ended"])
+        assert row["total"] == pytest.approx(want["total"])
+        assert row["slowest"] == pytest.approx(want["slowest"])
+    return recorded
+
+
+def test_each_runs_epoch_statistics_agree_with_its_epochs_and_feed_runs_and_epoch_times(sweep_store):
+    recorded = assert_epoch_statistics_agree(sweep_store)
+    listed = {row["run_id"]: row["epochs"] for row in sweep_store.runs()}
+    assert listed == {run_id: row["started"] for run_id, row in recorded.items()} == dict.fromkeys(recorded, 2)
+    for row in sweep_store.query("epoch-times").to_dicts():
+        want = recorded[row["run_id"]]
+        assert (row["epochs"], row["slowest_s"]) == (want["ended"], pytest.approx(want["slowest"]))
+        assert row["total_s"] == pytest.approx(want["total"])
+        assert row["mean_s"] == pytest.approx(want["total"] / want["ended"])
+
+
+def test_a_resumed_run_counts_each_epoch_once_and_an_epoch_in_progress_as_started(tmp_path):
+    path = tmp_path / "provenance"
+    first = RunRecorder(path)
+    first.start()
+    first.epoch_started(0, when=100.0)
+    first.epoch_ended(0, when=100.5)
+    first.epoch_started(1, when=101.0)
+    first.close()  # interrupted in epoch 1
+
+    store = ProvStore(path)
+    (row,) = store.sparql(STATISTICS).to_dicts()
+    assert (row["started"], row["ended"], row["total"], row["slowest"]) == (2, 1, 0.5, 0.5)
+    assert store.runs().column("epochs") == [2]
+
+    second = RunRecorder(path, run_id=first.run_id)
+    second.start()
+    second.epoch_started(1, when=200.0)  # re-run: one activity, its first start kept
+    second.epoch_ended(1, when=203.0)
+    second.epoch_started(2, when=203.0)
+    second.epoch_ended(2, when=204.0)
+    second.finish()
+    second.close()
+    recorded = assert_epoch_statistics_agree(store)
+    assert recorded[first.run_id] == {"started": 3, "ended": 3, "total": 0.5 + 102.0 + 1.0, "slowest": 102.0}

@@ -25,7 +25,7 @@ from .environment import RunEnvironment, current_environment
 from .hyperparameters import flatten_hyperparameters, scalar
 from . import prov_forms
 from .live import ReadEndpoint
-from .summaries import RunningSummary, summary_update
+from .summaries import EpochStatistics, RunningSummary, epoch_statistics_update, summary_update
 from .resume import RecordedRun, find_checkpoint, read_run
 from .store import (
     advertise_writer,
@@ -64,11 +64,11 @@ class _MetricRow(tuple):
     __slots__ = ()
 
 
-class _SummariesDue:
-    """Buffered at epoch and stage ends: the writer thread rewrites the summaries of measures logged since."""
+class _SummariesDue(tuple):
+    """(epoch statistics,) buffered at epoch starts and ends and stage ends: the writer thread
+    rewrites the run's epoch statistics and the summaries of measures logged since."""
 
-
-_SUMMARIES_DUE = _SummariesDue()
+    __slots__ = ()
 
 
 class _FileDigest(tuple):
@@ -169,6 +169,8 @@ class RunRecorder:
         self._hyperparameter_texts: dict[str, str] = {}
         self._summaries: dict[str, RunningSummary] = {}
         self._changed_summaries: set[str] = set()
+        self._epoch_statistics = EpochStatistics()
+        self._stored_epoch_statistics: tuple | None = None  # writer thread: the last written
 
     # -- lifecycle ---------------------------------------------------------
     @property
@@ -304,6 +306,7 @@ class RunRecorder:
         self._checkpoint = checkpoint or recorded.latest_checkpoint
         self._metric_count = recorded.values
         self._summaries.update(recorded.summaries)
+        self._epoch_statistics = EpochStatistics(len(recorded.epochs), recorded.epoch_seconds)
         self._adaptations = recorded.adaptations
         self._optimizers.update(recorded.optimizers)
         self._lr_settings.update(recorded.learning_rates)
@@ -415,7 +418,7 @@ class RunRecorder:
                 self._writer.append(Replace(node, CNNPROV.errorMessage, graph, (message,)))
         if self._checkpoint is not None and self._checkpoint_count:  # not a checkpoint it only started from
             self._add(run, MLS.hasOutput, self._checkpoint)
-        self._writer.append(_SUMMARIES_DUE)  # values of a test stage, or of an epoch cut short
+        self._summaries_due()  # values of a test stage, or of an epoch cut short
         self.flush()
 
     def close(self) -> None:
@@ -638,6 +641,8 @@ class RunRecorder:
         add(epoch, PROV.startedAtTime, datetime_literal(when))
         if index - 1 in self._epochs:
             add(epoch, PROV.wasInformedBy, child(self.run, "epoch", str(index - 1)))
+        self._epoch_statistics.started = len(self._epochs)
+        self._summaries_due()
 
     def epoch_ended(self, index: int, when: float | None = None) -> None:
         """An epoch ended; its records start on their way to the store without waiting."""
@@ -653,9 +658,13 @@ class RunRecorder:
             self._add(epoch, PROV.endedAtTime, datetime_literal(when))
             self._add(epoch, CNNPROV.durationSeconds, double_literal(when - started))
         self._ended_epochs.add(index)
-        if self._writer is not None:
-            self._writer.append(_SUMMARIES_DUE)
+        self._epoch_statistics.ended(index, when - started)
+        self._summaries_due()
         self.flush(wait=False)
+
+    def _summaries_due(self) -> None:
+        if self._writer is not None:
+            self._writer.append(_SummariesDue((self._epoch_statistics.snapshot(),)))
 
     def stage_ended(self) -> None:
         """Training stopped: later metrics (test, validate) belong to the run, not an epoch."""
@@ -722,21 +731,25 @@ class RunRecorder:
         """Writer thread: a buffered item that is not yet quads → quads."""
         if isinstance(item, _FileDigest):
             return item.quads()
-        if item is _SUMMARIES_DUE:
-            return self._summary_update()
+        if isinstance(item, _SummariesDue):
+            return self._summary_update(item[0])
         return self._metric_quads(item)
 
-    def _summary_update(self) -> Update | list:
+    def _summary_update(self, epoch_statistics: tuple) -> Update | list:
+        """Writer thread: one update for the run's epoch statistics and the summaries that changed."""
+        operations = []
+        if epoch_statistics != self._stored_epoch_statistics:
+            operations.append(epoch_statistics_update(self.run, self.bundle, epoch_statistics))
+            self._stored_epoch_statistics = epoch_statistics
         changed = self._changed_summaries
-        if not changed:
-            return []
-        terms = self._terms()
-        for name in changed:  # a resumed run's measures were named in an earlier process
-            if name not in terms.measures:
-                terms.measures[name] = iri(self.base, "measure", iri_segment(name))
-        update = Update(summary_update(self.run, self.bundle, self._summaries, terms.measures, changed))
-        changed.clear()
-        return update
+        if changed:
+            terms = self._terms()
+            for name in changed:  # a resumed run's measures were named in an earlier process
+                if name not in terms.measures:
+                    terms.measures[name] = iri(self.base, "measure", iri_segment(name))
+            operations.append(summary_update(self.run, self.bundle, self._summaries, terms.measures, changed))
+            changed.clear()
+        return Update(" ;\n".join(operations)) if operations else []
 
     def _terms(self) -> _MetricTerms:
         terms = self.__dict__.get("_metric_terms")

@@ -41,6 +41,7 @@ class RecordedRun:
     optimizers: dict[int, NamedNode] = field(default_factory=dict)
     learning_rates: dict[tuple[int, int], tuple[NamedNode, float]] = field(default_factory=dict)
     summaries: dict[str, RunningSummary] = field(default_factory=dict)
+    epoch_seconds: dict[int, float] = field(default_factory=dict)
 
 
 def find_checkpoint(store: Store, sha256: str) -> tuple[NamedNode, NamedNode, NamedNode] | None:
@@ -96,6 +97,13 @@ def read_run(store: Store, run: NamedNode, bundle: NamedNode) -> RecordedRun | N
             record.optimizers[index] = quad.subject
     _read_learning_rates(store, record, optimizer_prefix)
     record.summaries = _fold_values(store, run, bundle)
+    for row in store.query(
+        f"""SELECT ?g ?run ?index ?seconds WHERE {{ GRAPH ?g {{
+              ?epoch <{CNNPROV_NS}partOfRun> ?run ; <{CNNPROV_NS}epochIndex> ?index ;
+                     <{CNNPROV_NS}durationSeconds> ?seconds }} }}""",
+        substitutions={Variable("g"): bundle, Variable("run"): run},
+    ):
+        record.epoch_seconds[python_value(row["index"])] = python_value(row["seconds"])
     return record
 
 

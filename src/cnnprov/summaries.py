@@ -1,10 +1,11 @@
-"""Per-run metric summaries: what a run's values of each measure have been so far.
+"""Per-run summaries: what a run's values of each measure have been so far, and its epochs.
 
 A sweep of a thousand runs holds millions of metric values; "which run reached
 the best val_acc" should not have to read them all. So each run's graph carries,
 per measure (``cnnprov:ofMeasure``), one ``cnnprov:MetricSummary`` node (count, lowest, highest, last,
 and their epochs), kept on the writer thread as values are converted and
 rewritten (one SPARQL Update, one transaction) at every epoch end and stage end.
+Likewise the run itself carries its epoch counts and times, for listings of runs.
 """
 
 from __future__ import annotations
@@ -89,4 +90,44 @@ def summary_update(
         node = summary_node(run, name)
         deletes.append(delete_operation(Pattern((node, None, None, graph))))
         quads += summaries[name].quads(node, run, measures[name], graph)
+    return " ;\n".join([*deletes, insert_operation(quads)])
+
+
+class EpochStatistics:
+    """How many epochs a run started and ended, and how long the ended ones took (training thread)."""
+
+    __slots__ = ("started", "seconds", "total", "slowest")
+
+    def __init__(self, started: int = 0, seconds: dict[int, float] | None = None) -> None:
+        self.started = started
+        self.seconds: dict[int, float] = dict(seconds or {})
+        self.total = sum(self.seconds.values())
+        self.slowest = max(self.seconds.values(), default=None)
+
+    def ended(self, index: int, seconds: float) -> None:
+        """An epoch ended (again, if an attempt re-ran it: its last duration counts)."""
+        previous = self.seconds.get(index)
+        self.seconds[index] = seconds
+        self.total += seconds - (previous or 0.0)
+        if previous is not None and previous == self.slowest:
+            self.slowest = max(self.seconds.values())
+        elif self.slowest is None or seconds > self.slowest:
+            self.slowest = seconds
+
+    def snapshot(self) -> tuple[int, int, float, float | None]:
+        return self.started, len(self.seconds), self.total, self.slowest
+
+
+def epoch_statistics_update(run: NamedNode, graph: NamedNode, snapshot: tuple[int, int, float, float | None]) -> str:
+    """One SPARQL Update that replaces the run's epoch counts and times (see :class:`EpochStatistics`)."""
+    started, ended, total, slowest = snapshot
+    props = (CNNPROV.epochCount, CNNPROV.completedEpochCount, CNNPROV.epochSecondsTotal, CNNPROV.slowestEpochSeconds)
+    deletes = [delete_operation(Pattern((run, prop, None, graph))) for prop in props]
+    quads = [
+        Quad(run, CNNPROV.epochCount, integer_literal(started), graph),
+        Quad(run, CNNPROV.completedEpochCount, integer_literal(ended), graph),
+        Quad(run, CNNPROV.epochSecondsTotal, double_literal(total), graph),
+    ]
+    if slowest is not None:
+        quads.append(Quad(run, CNNPROV.slowestEpochSeconds, double_literal(slowest), graph))
     return " ;\n".join([*deletes, insert_operation(quads)])

@@ -90,7 +90,8 @@ CNNPROV = _Namespace(
     dataRole sampleCount batchSize batchCount
     filePath fileSizeBytes sha256 monitoredMetric monitoredScore
     HyperparameterStudy partOfStudy trialNumber trialState objectiveValue optimizationDirection bestRun
-    hyperparameterList MetricSummary summaryOf ofMeasure valueCount minValue maxValue lastValue minEpoch maxEpoch lastEpoch
+    hyperparameterList epochCount completedEpochCount epochSecondsTotal slowestEpochSeconds
+    MetricSummary summaryOf ofMeasure valueCount minValue maxValue lastValue minEpoch maxEpoch lastEpoch
     """,
 )
 
