@@ -82,13 +82,20 @@ def test_every_read_command_answers_while_training_writes(paced, tmp_path):
     custom = tmp_path / "epochs.rq"
     custom.write_text(
         "# Epochs so far.\n#\n# Parameters: none\n#\n# Example: cnnprov query epochs.rq\n"
-        "SELECT ?i WHERE { ?e a <https://w3id.org/cnnprov/ns#Epoch> ; <https://w3id.org/cnnprov/ns#epochIndex> ?i }"
+        "SELECT ?i ?end WHERE { ?e a <https://w3id.org/cnnprov/ns#Epoch> ; <https://w3id.org/cnnprov/ns#epochIndex> ?i"
+        " OPTIONAL { ?e <http://www.w3.org/ns/prov#endedAtTime> ?end } }"
     )
     answered = json.loads(cli("query", str(custom), "--store", str(store_dir), "--format", "json").stdout)
-    assert sorted(row["i"] for row in answered) == [0]  # epochs completed so far
+    # epoch 0 completed; epoch 1 recorded as started when it began, with no end yet
+    assert sorted((row["i"], row["end"] is not None) for row in answered) == [(0, True), (1, False)]
 
     dataset = store.dataset()  # rdflib, over the training process's SPARQL endpoint
-    rows = list(dataset.query("SELECT (COUNT(?e) AS ?n) WHERE { ?e a <https://w3id.org/cnnprov/ns#Epoch> }"))
+    rows = list(
+        dataset.query(
+            "SELECT (COUNT(?e) AS ?n) WHERE { ?e a <https://w3id.org/cnnprov/ns#Epoch> ;"
+            " <http://www.w3.org/ns/prov#endedAtTime> ?end }"
+        )
+    )
     assert int(rows[0][0]) == 1
 
     # ask again after another epoch: the answer moves on (not a snapshot taken when reading began)

@@ -65,7 +65,7 @@ class _MetricRow(tuple):
 
 
 class _SummariesDue(tuple):
-    """(epoch statistics,) buffered at epoch starts and ends and stage ends: the writer thread
+    """(epoch statistics,) buffered at epoch starts and stage ends: the writer thread
     rewrites the run's epoch statistics and the summaries of measures logged since."""
 
     __slots__ = ()
@@ -621,7 +621,11 @@ class RunRecorder:
 
     # -- what happens during training ----------------------------------------
     def epoch_started(self, index: int, when: float | None = None) -> None:
-        """An epoch began. Everything recorded before it is durable when this returns."""
+        """An epoch began. Everything recorded before it is durable when this returns.
+
+        The run's summaries (its epoch counts and times, each measure's values so far) are
+        rewritten from here, on the writer thread while the epoch trains, and at :meth:`finish`.
+        """
         self.flush(wait=True)
         self._ended_epochs.discard(index)
         if index in self._epochs:
@@ -642,7 +646,10 @@ class RunRecorder:
         if index - 1 in self._epochs:
             add(epoch, PROV.wasInformedBy, child(self.run, "epoch", str(index - 1)))
         self._epoch_statistics.started = len(self._epochs)
+        # Summaries (of the epoch that ended, and this one's start) are rewritten now, while the
+        # epoch trains: they are derived data, and their update (~1.5 ms) stays out of the wait above.
         self._summaries_due()
+        self.flush(wait=False)
 
     def epoch_ended(self, index: int, when: float | None = None) -> None:
         """An epoch ended; its records start on their way to the store without waiting."""
@@ -659,7 +666,6 @@ class RunRecorder:
             self._add(epoch, CNNPROV.durationSeconds, double_literal(when - started))
         self._ended_epochs.add(index)
         self._epoch_statistics.ended(index, when - started)
-        self._summaries_due()
         self.flush(wait=False)
 
     def _summaries_due(self) -> None:

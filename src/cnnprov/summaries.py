@@ -4,7 +4,7 @@ A sweep of a thousand runs holds millions of metric values; "which run reached
 the best val_acc" should not have to read them all. So each run's graph carries,
 per measure (``cnnprov:ofMeasure``), one ``cnnprov:MetricSummary`` node (count, lowest, highest, last,
 and their epochs), kept on the writer thread as values are converted and
-rewritten (one SPARQL Update, one transaction) at every epoch end and stage end.
+rewritten (one SPARQL Update, one transaction) at every epoch start and stage end.
 Likewise the run itself carries its epoch counts and times, for listings of runs.
 """
 
