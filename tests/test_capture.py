@@ -339,7 +339,8 @@ def test_records_of_an_epoch_are_in_the_store_before_the_next_epoch_trains(store
         def on_train_epoch_start(self) -> None:
             # the store is held by this process's writer, so read what it wrote so far through it
             recorder = self.trainer.logger.experiment
-            quads = recorder._writer._store.quads_for_pattern(None, None, None, recorder.bundle)
+            store = recorder._writer.wait_open()  # a new run's store may still be opening at epoch 0
+            quads = store.quads_for_pattern(None, None, None, recorder.bundle)
             seen.append(sorted({q.object.value for q in quads if q.predicate.value.endswith("#atEpoch")}))
 
     tiny_trainer(tmp_path, ProvLogger(store=store_path), max_epochs=3).fit(Peeks(), datamodule=tiny_data())

@@ -524,6 +524,28 @@ def test_a_second_writer_fails_at_the_start_of_fit_with_one_clear_message(tmp_pa
     assert ProvStore(path).runs().column("status") == ["success"]
 
 
+def test_a_holder_that_does_not_advertise_itself_stops_fit_by_the_second_epoch(tmp_path):
+    """The store opens in the background; a holder only RocksDB knows of is found when it fails."""
+    path = tmp_path / "provenance"
+    log = tmp_path / "holder.txt"
+    quiet = "import pyoxigraph; store = pyoxigraph.Store({path!r}); print('HOLDING', flush=True); sys.stdin.read()"
+    with open(log, "w") as stderr:
+        holder = run_script(
+            quiet.format(path=str(path)), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, text=True
+        )
+        try:
+            wait_for_line(holder, "HOLDING", log)
+            CountsSteps.steps = 0
+            trainer = tiny_trainer(tmp_path, ProvLogger(store=path), max_epochs=3, enable_checkpointing=False)
+            with pytest.raises(StoreLockedError) as raised:
+                trainer.fit(CountsSteps(), datamodule=tiny_data())
+        finally:
+            holder.stdin.close()
+            holder.wait(timeout=60)
+    assert "is in use by another process" in str(raised.value)
+    assert CountsSteps.steps <= 4  # at most the first epoch (4 batches) trained
+
+
 # ---------------------------------------------------------------------------
 # 6. hostile input
 # ---------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
 import threading
 import time
 import uuid
@@ -35,6 +36,7 @@ from .store import (
     release_writer,
     releasing,
     resolve_store_path,
+    writer_info,
 )
 from .vocab import (
     CNNPROV,
@@ -623,10 +625,17 @@ class RunRecorder:
     def epoch_started(self, index: int, when: float | None = None) -> None:
         """An epoch began. Everything recorded before it is durable when this returns.
 
-        The run's summaries (its epoch counts and times, each measure's values so far) are
-        rewritten from here, on the writer thread while the epoch trains, and at :meth:`finish`.
+        Before the first epoch that this process trains of a run there is no epoch to make
+        durable, and a new run's store may still be opening: then this returns at once, unless
+        opening failed or another live process holds the store (the error is raised here, before
+        any step trains). The run's summaries (its epoch counts and times, each measure's values
+        so far) are rewritten from here, on the writer thread while the epoch trains, and at
+        :meth:`finish`.
         """
-        self.flush(wait=True)
+        if self._ended_epochs or self._writer is None:
+            self.flush(wait=True)
+        else:
+            self._check_opening()
         self._ended_epochs.discard(index)
         if index in self._epochs:
             # Recorded already: a resumed attempt re-enters it. It stays one activity with its first start.
@@ -650,6 +659,12 @@ class RunRecorder:
         # epoch trains: they are derived data, and their update (~1.5 ms) stays out of the wait above.
         self._summaries_due()
         self.flush(wait=False)
+
+    def _check_opening(self) -> None:
+        """Raise now if the store could not be opened, or cannot be: another live process holds it."""
+        writer = self._writer
+        if not writer.opening or (self._remote is None and _held_by_another_process(self.store_path)):
+            writer.wait_open()
 
     def epoch_ended(self, index: int, when: float | None = None) -> None:
         """An epoch ended; its records start on their way to the store without waiting."""
@@ -822,6 +837,14 @@ class RunRecorder:
             quads += (Quad(*triple, graph) for triple in qualified)
             quads.append(Quad(qualified[0][2], PROV.atTime, at, graph))
         return quads
+
+
+def _held_by_another_process(path: Any) -> bool:
+    """Whether the store directory advertises a writer that is another process, alive or unknown."""
+    info = writer_info(path)
+    if info is None or info["alive"] is False:
+        return False
+    return (info.get("pid"), info.get("host")) != (os.getpid(), socket.gethostname())
 
 
 def _as_float(value: Any) -> float | None:

@@ -146,6 +146,11 @@ class QuadWriter:
         if len(self._buffer) >= self._max_buffered:
             self.flush(wait=False)
 
+    @property
+    def opening(self) -> bool:
+        """Whether the store is still being opened on the writer thread."""
+        return not self._opened.is_set()
+
     def wait_open(self, raise_error: bool = True) -> Store | None:
         """Wait until the store is open and return it; raise what opening it raised (``None`` without ``raise_error``)."""
         self._opened.wait()
