@@ -268,7 +268,8 @@ def test_a_server_that_goes_away_mid_run_leaves_a_spool_that_push_sends(tmp_path
             if line.strip() == "epoch 1 waiting":  # epoch 0 is on the server
                 break
         (run,) = ProvStore(server.url).runs().to_dicts()
-        assert (run["status"], run["epochs"]) == ("running", 1)
+        # epoch 0 is stored; epoch 1 has started, and its start may still be on its way
+        assert run["status"] == "running" and run["epochs"] in (1, 2)
         server.kill()  # the server goes away mid-run
 
         (gate / "go-1").touch()
