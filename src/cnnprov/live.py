@@ -74,8 +74,10 @@ class ReadEndpoint:
         handler = type("Handler", (_Handler,), {"endpoint": self})
         self._server = ThreadingHTTPServer((host, port), handler)
         self._server.daemon_threads = True
+        # The loop wakes every poll_interval only to see whether it should stop (requests wake it
+        # at once); stop() does not wait for it, so wake it rarely: each wake takes the GIL.
         self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="cnnprov-endpoint", daemon=True
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.5}, name="cnnprov-endpoint", daemon=True
         )
         self._thread.start()
         if self._directory is not None:
