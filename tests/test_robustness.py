@@ -20,6 +20,8 @@ import socket
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -82,6 +84,23 @@ def wait_for_line(process: subprocess.Popen, marker: str, log: Path) -> str:
             return line
     process.wait(timeout=60)
     raise AssertionError(f"the training process ended without printing {marker!r}:\n{log.read_text()[-3000:]}")
+
+
+#: A process that holds a store and advertises nothing (only RocksDB knows of it).
+SILENT_HOLDER = "import pyoxigraph; store = pyoxigraph.Store({path!r}); print('HOLDING', flush=True); sys.stdin.read()"
+
+
+@contextmanager
+def holding(script: str, log: Path) -> Iterator[subprocess.Popen]:
+    """A subprocess that holds a store (it prints HOLDING) until the block ends and closes its stdin."""
+    with open(log, "w") as stderr:
+        holder = run_script(script, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, text=True)
+        try:
+            wait_for_line(holder, "HOLDING", log)
+            yield holder
+        finally:
+            holder.stdin.close()
+            holder.wait(timeout=60)
 
 
 # ---------------------------------------------------------------------------
@@ -181,19 +200,9 @@ def test_a_stale_advertisement_is_not_named_as_the_holder_of_a_locked_store(kill
     from cnnprov.store import open_for_writing
 
     path = copy_of(killed, tmp_path)
-    log = tmp_path / "reader.txt"
-    reader = "import pyoxigraph; store = pyoxigraph.Store({path!r}); print('HOLDING', flush=True); sys.stdin.read()"
-    with open(log, "w") as stderr:  # a process that holds the store and advertises nothing
-        holder = run_script(
-            reader.format(path=str(path)), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, text=True
-        )
-        try:
-            wait_for_line(holder, "HOLDING", log)
-            with pytest.raises(StoreLockedError) as raised:
-                open_for_writing(path, wait_s=0.1)
-        finally:
-            holder.stdin.close()
-            holder.wait(timeout=60)
+    with holding(SILENT_HOLDER.format(path=str(path)), tmp_path / "reader.txt"):
+        with pytest.raises(StoreLockedError) as raised:
+            open_for_writing(path, wait_s=0.1)
     message = str(raised.value)
     assert f"not the advertised writer, process {killed['pid']}, which has ended" in message
     assert "in use by process" not in message
@@ -499,19 +508,10 @@ class CountsSteps(DigitsCNN):
 
 def test_a_second_writer_fails_at_the_start_of_fit_with_one_clear_message(tmp_path):
     path = tmp_path / "provenance"
-    log = tmp_path / "holder.txt"
-    with open(log, "w") as stderr:
-        holder = run_script(
-            HOLDER.format(store=str(path)), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, text=True
-        )
-        try:
-            wait_for_line(holder, "HOLDING", log)
-            trainer = tiny_trainer(tmp_path, ProvLogger(store=path), max_epochs=1, enable_checkpointing=False)
-            with pytest.raises(StoreLockedError) as raised:
-                trainer.fit(CountsSteps(), datamodule=tiny_data())
-        finally:
-            holder.stdin.close()
-            holder.wait(timeout=60)
+    with holding(HOLDER.format(store=str(path)), tmp_path / "holder.txt") as holder:
+        trainer = tiny_trainer(tmp_path, ProvLogger(store=path), max_epochs=1, enable_checkpointing=False)
+        with pytest.raises(StoreLockedError) as raised:
+            trainer.fit(CountsSteps(), datamodule=tiny_data())
     message = str(raised.value)
     assert f"in use by process {holder.pid} on {socket.gethostname()} (run holder-run)" in message
     assert "ProvLogger(store='other-dir')" in message  # what to do instead
@@ -527,21 +527,11 @@ def test_a_second_writer_fails_at_the_start_of_fit_with_one_clear_message(tmp_pa
 def test_a_holder_that_does_not_advertise_itself_stops_fit_by_the_second_epoch(tmp_path):
     """The store opens in the background; a holder only RocksDB knows of is found when it fails."""
     path = tmp_path / "provenance"
-    log = tmp_path / "holder.txt"
-    quiet = "import pyoxigraph; store = pyoxigraph.Store({path!r}); print('HOLDING', flush=True); sys.stdin.read()"
-    with open(log, "w") as stderr:
-        holder = run_script(
-            quiet.format(path=str(path)), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, text=True
-        )
-        try:
-            wait_for_line(holder, "HOLDING", log)
-            CountsSteps.steps = 0
-            trainer = tiny_trainer(tmp_path, ProvLogger(store=path), max_epochs=3, enable_checkpointing=False)
-            with pytest.raises(StoreLockedError) as raised:
-                trainer.fit(CountsSteps(), datamodule=tiny_data())
-        finally:
-            holder.stdin.close()
-            holder.wait(timeout=60)
+    with holding(SILENT_HOLDER.format(path=str(path)), tmp_path / "holder.txt"):
+        CountsSteps.steps = 0
+        trainer = tiny_trainer(tmp_path, ProvLogger(store=path), max_epochs=3, enable_checkpointing=False)
+        with pytest.raises(StoreLockedError) as raised:
+            trainer.fit(CountsSteps(), datamodule=tiny_data())
     assert "is in use by another process" in str(raised.value)
     assert CountsSteps.steps <= 4  # at most the first epoch (4 batches) trained
 

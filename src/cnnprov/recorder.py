@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import socket
 import threading
 import time
 import uuid
@@ -30,13 +29,13 @@ from .summaries import EpochStatistics, RunningSummary, epoch_statistics_update,
 from .resume import RecordedRun, find_checkpoint, read_run
 from .store import (
     advertise_writer,
+    held_by_another_process,
     is_remote,
     open_for_writing,
     prepare_store_directory,
     release_writer,
     releasing,
     resolve_store_path,
-    writer_info,
 )
 from .vocab import (
     CNNPROV,
@@ -97,6 +96,12 @@ class _MetricTerms:
         self.value_prefix = child(run, "value", "").value  # "…/value/": the counter, a decimal, follows
         self.generators: dict[int | None, NamedNode] = {None: run}
         self.measures: dict[str, NamedNode] = {}
+
+    def measure(self, name: str) -> NamedNode:
+        node = self.measures.get(name)
+        if node is None:
+            node = self.measures[name] = iri(self.base, "measure", iri_segment(name))
+        return node
 
     def generator(self, epoch: int | None) -> NamedNode:
         node = self.generators.get(epoch)
@@ -663,7 +668,7 @@ class RunRecorder:
     def _check_opening(self) -> None:
         """Raise now if the store could not be opened, or cannot be: another live process holds it."""
         writer = self._writer
-        if not writer.opening or (self._remote is None and _held_by_another_process(self.store_path)):
+        if not writer.opening or (self._remote is None and held_by_another_process(self.store_path)):
             writer.wait_open()
 
     def epoch_ended(self, index: int, when: float | None = None) -> None:
@@ -765,10 +770,8 @@ class RunRecorder:
         changed = self._changed_summaries
         if changed:
             terms = self._terms()
-            for name in changed:  # a resumed run's measures were named in an earlier process
-                if name not in terms.measures:
-                    terms.measures[name] = iri(self.base, "measure", iri_segment(name))
-            operations.append(summary_update(self.run, self.bundle, self._summaries, terms.measures, changed))
+            measures = {name: terms.measure(name) for name in changed}
+            operations.append(summary_update(self.run, self.bundle, self._summaries, measures, changed))
             changed.clear()
         return Update(" ;\n".join(operations)) if operations else []
 
@@ -805,14 +808,12 @@ class RunRecorder:
             if number is None:
                 continue
             name = str(name)
-            measure = terms.measures.get(name)
-            if measure is None:
-                measure = terms.measures[name] = iri(self.base, "measure", iri_segment(name))
-                if name not in self._measures:
-                    self._measures.add(name)
-                    quads.append(Quad(measure, rdf_type, entity, graph))
-                    quads.append(Quad(measure, rdf_type, MLS.EvaluationMeasure, graph))
-                    quads.append(Quad(measure, RDFS.label, string_literal(name), graph))
+            measure = terms.measure(name)
+            if name not in self._measures:  # described once in the run's graph
+                self._measures.add(name)
+                quads.append(Quad(measure, rdf_type, entity, graph))
+                quads.append(Quad(measure, rdf_type, MLS.EvaluationMeasure, graph))
+                quads.append(Quad(measure, RDFS.label, string_literal(name), graph))
             summary = summaries.get(name)
             if summary is None:
                 summary = summaries[name] = RunningSummary()
@@ -837,14 +838,6 @@ class RunRecorder:
             quads += (Quad(*triple, graph) for triple in qualified)
             quads.append(Quad(qualified[0][2], PROV.atTime, at, graph))
         return quads
-
-
-def _held_by_another_process(path: Any) -> bool:
-    """Whether the store directory advertises a writer that is another process, alive or unknown."""
-    info = writer_info(path)
-    if info is None or info["alive"] is False:
-        return False
-    return (info.get("pid"), info.get("host")) != (os.getpid(), socket.gethostname())
 
 
 def _as_float(value: Any) -> float | None:

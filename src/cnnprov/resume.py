@@ -78,12 +78,16 @@ def read_run(store: Store, run: NamedNode, bundle: NamedNode) -> RecordedRun | N
         started_at=started.timestamp() if started is not None else None,
     )
     for row in store.query(
-        f"""SELECT ?g ?run ?index (MIN(?start) AS ?first) WHERE {{ GRAPH ?g {{
+        f"""SELECT ?g ?run ?index (MIN(?start) AS ?first) (MAX(?duration) AS ?seconds) WHERE {{ GRAPH ?g {{
               ?epoch <{CNNPROV_NS}partOfRun> ?run ; <{CNNPROV_NS}epochIndex> ?index ;
-                     <{PROV_NS}startedAtTime> ?start }} }} GROUP BY ?g ?run ?index""",
+                     <{PROV_NS}startedAtTime> ?start .
+              OPTIONAL {{ ?epoch <{CNNPROV_NS}durationSeconds> ?duration }} }} }} GROUP BY ?g ?run ?index""",
         substitutions={Variable("g"): bundle, Variable("run"): run},
     ):
-        record.epochs[python_value(row["index"])] = python_value(row["first"]).timestamp()
+        index = python_value(row["index"])
+        record.epochs[index] = python_value(row["first"]).timestamp()
+        if row["seconds"] is not None:  # it ended
+            record.epoch_seconds[index] = python_value(row["seconds"])
     record.values = _highest(store, bundle, MLS.ModelEvaluation, run.value + "/value/")
     record.checkpoints = _highest(store, bundle, CNNPROV.Checkpoint, run.value + "/checkpoint/")
     if record.checkpoints:
@@ -97,13 +101,6 @@ def read_run(store: Store, run: NamedNode, bundle: NamedNode) -> RecordedRun | N
             record.optimizers[index] = quad.subject
     _read_learning_rates(store, record, optimizer_prefix)
     record.summaries = _fold_values(store, run, bundle)
-    for row in store.query(
-        f"""SELECT ?g ?run ?index ?seconds WHERE {{ GRAPH ?g {{
-              ?epoch <{CNNPROV_NS}partOfRun> ?run ; <{CNNPROV_NS}epochIndex> ?index ;
-                     <{CNNPROV_NS}durationSeconds> ?seconds }} }}""",
-        substitutions={Variable("g"): bundle, Variable("run"): run},
-    ):
-        record.epoch_seconds[python_value(row["index"])] = python_value(row["seconds"])
     return record
 
 

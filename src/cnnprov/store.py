@@ -119,6 +119,14 @@ def writer_info(path: str | os.PathLike | None) -> dict | None:
     return info
 
 
+def held_by_another_process(path: str | os.PathLike | None) -> bool:
+    """Whether the store advertises a writer that is another process, alive or on another host."""
+    info = writer_info(path)
+    if info is None or info["alive"] is False:
+        return False
+    return (info.get("pid"), info.get("host")) != (os.getpid(), socket.gethostname())
+
+
 def is_process_alive(host: str | None, pid: int | None) -> bool | None:
     """Whether process ``pid`` on ``host`` still runs.
 
