@@ -31,10 +31,9 @@ from .store import (
     advertise_writer,
     held_by_another_process,
     is_remote,
-    open_for_writing,
+    keep_open,
+    open_for_run,
     prepare_store_directory,
-    release_writer,
-    releasing,
     resolve_store_path,
 )
 from .vocab import (
@@ -225,8 +224,8 @@ class RunRecorder:
                 store = self._open_and_serve
             else:
                 store = self._open_and_serve()
-            if self.started_at is None and not callable(store):
-                recorded, checkpoint = self._recorded_run(store, resume_from)
+            if self.started_at is None and isinstance(store, tuple):
+                recorded, checkpoint = self._recorded_run(store[0], resume_from)
             target = store.writes() if self._remote is not None else store
             self._writer = QuadWriter(target, convert=self._convert, max_buffered=self._max_buffered)
             if self.started_at is not None:
@@ -260,14 +259,15 @@ class RunRecorder:
         self._begin_attempt(env, 1, None, checkpoint, self.started_at)
         self.flush(wait=not new_run)  # a new run's start is durable by its first epoch's end
 
-    def _open_and_serve(self) -> Any:
-        """Open the embedded store; serve reads from it to other processes (see :mod:`cnnprov.live`)."""
-        store = open_for_writing(self.store_path, run_id=self.run_id)
+    def _open_and_serve(self) -> tuple[Any, int]:
+        """Open the embedded store (or take the one the last run of this process keeps open) and
+        serve reads from it to other processes (see :mod:`cnnprov.live`); with its unflushed quad count."""
+        store, unflushed = open_for_run(self.store_path, run_id=self.run_id)
         if self._serve_reads:
             endpoint = ReadEndpoint(store, self.store_path, self.run_id)
             endpoint.start()
             self._endpoint = endpoint
-        return store
+        return store, unflushed
 
     def _record_agents(self, env: RunEnvironment) -> None:
         add, run, bundle = self._add, self.run, self.bundle
@@ -442,12 +442,11 @@ class RunRecorder:
                 writer.close()
                 remote.close()  # says where unsent records wait, if the endpoint is away
             else:
-                # Everything is durable now. RocksDB writes its memory tables to disk before the store
+                # Everything is durable now. The store stays open for a moment, for the next run of
+                # this process (a sweep); then RocksDB writes its memory tables to disk and the store
                 # is let go of, in the background: otherwise the next open replays its log, ~16 µs a
-                # quad (BENCHMARKS.md). Opening the store in this process waits for that.
-                path = self.store_path
-                writer.close(wait=False, then=lambda: release_writer(path))
-                releasing(path, writer.released)
+                # quad (BENCHMARKS.md). Opening the store otherwise in this process waits for that.
+                writer.close(wait=False, hand_to=keep_open(self.store_path).hold)
 
     def flush(self, wait: bool = True) -> None:
         """Hand buffered records to the writer; with ``wait``, return once they are durable."""

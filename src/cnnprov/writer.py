@@ -39,8 +39,9 @@ DEFAULT_HAND_OVER_S = 0.05
 TRANSACTION_QUADS = 16_384
 #: After this many quads the writer has RocksDB write its in-memory tables to disk. RocksDB, as
 #: Oxigraph configures it, lets them grow to ~2 GiB before it does so itself; flushing this often
-#: keeps a million-step run at ~400 MiB instead of ~2 GiB (BENCHMARKS.md), at no cost in speed.
-MEMTABLE_FLUSH_QUADS = 262_144
+#: keeps a million-step run's memory flat (BENCHMARKS.md), and writes into a large store run
+#: ~15 % faster than with 4x larger tables (a sweep's runs share one open store and its count).
+MEMTABLE_FLUSH_QUADS = 65_536
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,9 @@ class QuadWriter:
             it. Or a function that opens one: it then runs on the writer thread,
             so opening (tens of ms for RocksDB) overlaps the caller's work;
             :meth:`wait_open` and the first waiting :meth:`flush` raise what it raised.
+            Either may come as ``(store, unflushed)``: a store taken over from an
+            earlier writer with that many quads not yet in RocksDB's disk tables
+            (see ``hand_to`` in :meth:`close`).
         convert: turns a buffered item that is neither a ``Quad`` nor a
             :class:`Replace` into quads, or into an :class:`Update`. Runs on the writer thread, so the
             training thread can buffer cheap tuples instead of building quads.
@@ -88,13 +92,14 @@ class QuadWriter:
 
     def __init__(
         self,
-        store: Store | Callable[[], Store],
+        store: Store | tuple[Store, int] | Callable[[], Store | tuple[Store, int]],
         convert: Callable[[Any], Iterable[Quad]] | None = None,
         max_buffered: int = DEFAULT_MAX_BUFFERED,
         max_batches: int = DEFAULT_MAX_BATCHES,
         hand_over_s: float = DEFAULT_HAND_OVER_S,
     ) -> None:
         self._opener = store if callable(store) and not isinstance(store, Store) else None
+        store, unflushed = store if isinstance(store, tuple) else (store, 0)
         self._store = None if self._opener is not None else store
         self._opened = threading.Event()
         self._open_error: BaseException | None = None
@@ -110,11 +115,11 @@ class QuadWriter:
         self._failed: list = []
         self._written = 0  # writer thread: items of the current write already stored
         self._writing = 0  # items of the current write (not counting earlier failures)
-        self._unflushed = 0  # quads written since RocksDB last wrote its memory tables to disk
+        self._unflushed = unflushed  # quads written since RocksDB last wrote its memory tables to disk
         self._error: BaseException | None = None
         self._closed = False
         self._released = threading.Event()
-        self._then: Callable[[], None] | None = None
+        self._hand_to: Callable[[Store | None, int], None] | None = None
         self._thread = threading.Thread(target=self._run, name="cnnprov-writer", daemon=True)
         self._thread.start()
         # Flush on interpreter exit too; a weak reference keeps atexit from pinning the writer.
@@ -183,18 +188,19 @@ class QuadWriter:
             self._store_items(batch)
         self._raise_pending_error()
 
-    def close(self, wait: bool = True, then: Callable[[], None] | None = None) -> None:
+    def close(self, wait: bool = True, hand_to: Callable[[Store | None, int], None] | None = None) -> None:
         """Store everything buffered, stop the thread and release the store. Safe to call twice.
 
         Everything is durable when this returns. Releasing the store comes after: the writer
         thread has RocksDB write its in-memory tables to disk first, so that whoever opens the
         store next need not replay its log (which grows with every run that skips this). With
-        ``wait=False`` that happens in the background; :attr:`released` is set when it is done,
-        after ``then`` (if given) has run.
+        ``wait=False`` that happens in the background; :attr:`released` is set when it is done.
+        ``hand_to``, if given, gets the store (``None`` if it never opened) and the count of quads
+        not yet in RocksDB's disk tables instead, on the writer thread, to keep it open.
         """
         if self._closed:
             return
-        self._then = then
+        self._hand_to = hand_to
         try:
             self.flush(wait=True)
         finally:
@@ -220,7 +226,8 @@ class QuadWriter:
         batches = self._batches
         if self._opener is not None:
             try:
-                self._store = self._opener()
+                opened = self._opener()
+                self._store, self._unflushed = opened if isinstance(opened, tuple) else (opened, 0)
             except BaseException as error:  # raised to the caller at its next wait
                 self._open_error = error
             finally:
@@ -253,18 +260,18 @@ class QuadWriter:
     def _release(self) -> None:
         """Writer thread, after the last write: in-memory tables to disk, then drop the store."""
         store, self._store = self._store, None
+        if self._open_error is not None:
+            store = None
         try:
-            if store is not None and self._open_error is None:
+            if self._hand_to is not None:
+                self._hand_to(store, self._unflushed)
+            elif store is not None:
                 store.flush()  # GIL released; the data is durable already (RocksDB's log)
         except Exception as error:  # the next open replays the log instead
             log.warning("cnnprov could not flush the provenance store's memory tables: %s", error)
         finally:
-            del store  # the last reference: RocksDB closes and lets go of its lock
-            try:
-                if self._then is not None:
-                    self._then()
-            finally:
-                self._released.set()
+            del store  # the last reference, unless handed on: RocksDB closes and lets go of its lock
+            self._released.set()
 
     def _store_items(self, batch: list) -> None:
         """Store earlier failures and ``batch``; on an error keep what was not stored, to retry."""
