@@ -5,7 +5,8 @@ training uses: start, hyperparameters, the architecture of a real torch model
 (built once), optimizer settings read from a real ``torch.optim.SGD``, train and
 validation data, then epochs with a train loss at every step and four
 epoch-level metrics, and (unless ``--no-checkpoints``) a checkpoint file per
-epoch. The quads it stored are then read back graph by graph and loaded into a
+epoch. Runs follow each other in one process, as a sweep's do (each takes the
+store the one before kept open). The quads it stored are then read back graph by graph and loaded into a
 fresh store with raw ``pyoxigraph.Store.bulk_extend`` (the fastest way in, with
 no transactions), timed without the reading, so the recorder's throughput has a
 yardstick from the same machine at the same time; transactional
