@@ -94,3 +94,25 @@ def test_the_suggested_settings_are_attributed_to_the_sampler(study):
              <https://w3id.org/cnnprov/ns#pythonClass> "optuna.samplers._random.RandomSampler" ] }"""
     ).to_dicts()
     assert len(rows) == 8  # two suggestions in each of four trials
+
+
+def test_a_study_keeps_one_store_open_for_its_trials_and_its_own_records(tmp_path, monkeypatch):
+    from cnnprov import store as store_module
+
+    opened = []
+    real_open = store_module.open_for_writing
+    monkeypatch.setattr(store_module, "open_for_writing", lambda *a, **k: opened.append(a) or real_open(*a, **k))
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=2))
+    recorder = OptunaStudyRecorder(study, store=tmp_path / "provenance")
+
+    def objective(trial):
+        trainer = tiny_trainer(tmp_path, recorder.logger(trial), max_epochs=1)
+        trainer.fit(DigitsCNN(lr=trial.suggest_float("lr", 0.01, 0.3, log=True)), datamodule=tiny_data())
+        return float(trainer.callback_metrics["val_acc"])
+
+    study.optimize(objective, n_trials=2, callbacks=[recorder])
+    recorder.finish()
+    trials = ProvStore(tmp_path / "provenance").query("study-trials")
+    assert len(trials) == 2
+    assert len(opened) == 1  # the first run opened the store; trials and study records took it in turn

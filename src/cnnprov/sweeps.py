@@ -38,7 +38,7 @@ from pyoxigraph import Quad
 
 from . import prov_forms
 from .hyperparameters import scalar
-from .store import is_remote, open_for_writing, release_writer, resolve_store_path
+from .store import is_remote, keep_open, open_for_run, resolve_store_path
 from .vocab import (
     CNNPROV,
     DEFAULT_BASE,
@@ -172,12 +172,12 @@ class OptunaStudyRecorder:
             finally:
                 remote.close()
             return
-        # between trials nobody else holds the store: open it for this one write
-        store = open_for_writing(self.store, run_id=f"study {self.study_id}")
+        # Between trials: take the store the trial's run keeps open (or open it) for this one write,
+        # and keep it open in turn for the next trial's run.
+        store, unflushed = open_for_run(self.store, run_id=f"study {self.study_id}")
         try:
             store.extend(quads)
         finally:
-            del store
-            release_writer(self.store)
+            keep_open(self.store).hold(store, unflushed + len(quads))
 
 
