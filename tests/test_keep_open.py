@@ -136,3 +136,65 @@ def test_the_unflushed_quad_count_goes_with_the_store_to_the_next_writer(tmp_pat
     second.extend(ox.Quad(ox.NamedNode(f"https://example.org/t{i}"), P, ox.Literal(i), G) for i in range(5))
     second.close(hand_to=lambda s, unflushed: handed.append((s, unflushed)))
     assert handed[1] == (store, 15) and len(store) == 15
+
+
+def test_a_reader_in_another_process_between_a_sweeps_runs_reads_through_the_next_run(tmp_path):
+    path = tmp_path / "provenance"
+    script = textwrap.dedent(
+        f"""
+        import sys, time
+        from cnnprov import RunRecorder
+
+        def run(name):
+            recorder = RunRecorder({str(path)!r}, name=name)  # serving reads, as ProvLogger does
+            recorder.start(new_run=True)
+            recorder.epoch_started(0)
+            recorder.log_metrics({{"loss": 1.0, "epoch": 0}}, step=0)
+            return recorder
+
+        first = run("first")
+        first.epoch_ended(0)
+        first.finish("success")
+        first.close()
+        print("KEPT", flush=True)
+        time.sleep(0.5)  # the sweep builds its next model: the store stays held, nothing serves it
+        second = run("second")
+        sys.stdin.read()
+        second.finish("success")
+        second.close()
+        """
+    )
+    process = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout.readline().startswith("KEPT")
+        runs = ProvStore(path).runs()  # waits for the lock, and finds the next run's endpoint meanwhile
+        assert "first" in runs.column("name")
+    finally:
+        process.stdin.close()
+        process.wait(timeout=60)
+    assert sorted(ProvStore(path).runs().column("name")) == ["first", "second"]
+
+
+def test_a_run_whose_writer_was_closed_already_leaves_nothing_to_wait_for(tmp_path):
+    path = tmp_path / "provenance"
+    recorder = record(path, "closed-at-exit")
+    recorder._writer.close()  # as the writer's own exit handler does, before the run's close
+    recorder.close()
+    kept = store_module._kept(path)
+    assert kept is None or kept.released.is_set()
+    assert len(open_for_writing(path, wait_s=0)) > 0
+
+
+def test_a_store_that_cannot_be_kept_is_let_go_of_at_once(tmp_path, monkeypatch):
+    path = tmp_path / "provenance"
+    store = open_for_writing(path, run_id="no-threads-left")
+
+    def refuse(self):
+        raise RuntimeError("can't create new thread at interpreter shutdown")
+
+    monkeypatch.setattr(store_module.threading.Timer, "start", refuse)
+    kept = store_module.keep_open(path)
+    kept.hold(store, 0)
+    del store
+    assert kept.released.is_set() and writer_info(path) is None
+    assert len(open_for_writing(path, wait_s=0)) == 0

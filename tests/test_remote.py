@@ -27,7 +27,7 @@ import pyoxigraph as ox
 import pytest
 from helpers import tiny_data, tiny_trainer
 
-from cnnprov import ProvLogger, ProvStore
+from cnnprov import ProvLogger, ProvStore, RunRecorder
 from cnnprov.demo import DigitsCNN
 from cnnprov.queries_library import bundled_queries, load_query
 from cnnprov.remote import RemoteStore, Spool, bind, term_text
@@ -358,3 +358,24 @@ def test_a_spool_is_one_sparql_update_that_push_can_also_apply_to_a_store_direct
     assert not (tmp_path / "run.ru").exists()
     reopened = ox.Store(str(store_dir))
     assert [q.object.value for q in reopened.quads_for_pattern(run, status, None, graph)] == ['success \\u0022 "quoted"']
+
+
+def test_a_recorder_with_a_stored_run_id_continues_that_run_on_the_server(server):
+    first = RunRecorder(server.url, name="resumed")
+    first.start()
+    first.epoch_started(0)
+    first.log_metrics({"loss": 1.0, "epoch": 0}, step=0)
+    first.epoch_ended(0)
+    first.close()  # ended without finish: a run cut short
+    again = RunRecorder(server.url, run_id=first.run_id)
+    again.start()
+    again.epoch_started(1)
+    again.log_metrics({"loss": 0.5, "epoch": 1}, step=1)
+    again.epoch_ended(1)
+    again.finish("success")
+    again.close()
+    store = ProvStore(server.url)
+    (run,) = store.runs().to_dicts()
+    assert (run["run_id"], run["name"], run["status"], run["epochs"]) == (first.run_id, "resumed", "success", 2)
+    attempts = store.sparql(f"SELECT ?a WHERE {{ ?a a <{CNNPROV}Attempt> }}").column("a")
+    assert len(attempts) == 2  # the second start is a new attempt of the stored run, not the run again

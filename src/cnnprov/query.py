@@ -13,6 +13,7 @@ Example::
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -25,7 +26,14 @@ from .queries_library import QueryFile, QueryNotFoundError, load_query, parse_qu
 from .live import EndpointStore, live_store, serving_run_id
 from .prov_export import PROV_FORMATS
 from .remote import RemoteStore
-from .store import StoreLockedError, is_process_alive, is_remote, open_for_reading, resolve_store_path
+from .store import (
+    StoreLockedError,
+    StoreOpenInThisProcessError,
+    is_process_alive,
+    is_remote,
+    open_for_reading,
+    resolve_store_path,
+)
 from .vocab import CNNPROV_NS, PREFIXES, literal, python_value
 
 #: Export formats that pyoxigraph writes directly.
@@ -113,11 +121,7 @@ class ProvStore:
         if is_remote(self.path):  # a SPARQL endpoint (see cnnprov.remote)
             yield RemoteStore(self.path)
             return
-        try:
-            store = open_for_reading(self.path, wait_s=0)
-        except StoreLockedError:
-            # A training process holds the store: read through it, or wait for a short-lived reader.
-            store = live_store(self.path) or open_for_reading(self.path)
+        store = _open_or_live(self.path)
         try:
             yield store
         finally:
@@ -276,10 +280,7 @@ class ProvStore:
         elif is_remote(self.path):
             inner = RemoteStore(self.path)
         else:
-            try:
-                inner = open_for_reading(self.path, wait_s=0)
-            except StoreLockedError:
-                inner = live_store(self.path) or open_for_reading(self.path)
+            inner = _open_or_live(self.path)
         if isinstance(inner, RemoteStore):  # a SPARQL endpoint: rdflib asks it directly
             dataset = Dataset(store=inner.rdflib_store(), default_union=True)
         elif isinstance(inner, EndpointStore):  # a training process serves the store: read it over SPARQL
@@ -291,6 +292,30 @@ class ProvStore:
         for prefix, namespace in PREFIXES.items():
             dataset.bind(prefix, namespace)
         return dataset
+
+
+#: How long a read waits for a store that is held and served by no training process.
+READ_WAIT_S = 2.0
+
+
+def _open_or_live(path: Path) -> ox.Store | EndpointStore:
+    """The store opened to read it, or the endpoint of the training process that holds it.
+
+    Waits up to :data:`READ_WAIT_S` for a short-lived holder, looking for an endpoint again
+    while it waits: between the runs of a sweep the store stays held (each run takes it from the
+    one before), and the next run serves it as soon as it starts.
+    """
+    deadline = time.monotonic() + READ_WAIT_S
+    while True:
+        try:
+            return open_for_reading(path, wait_s=0)
+        except StoreLockedError as error:
+            live = live_store(path)
+            if live is not None:
+                return live
+            if isinstance(error, StoreOpenInThisProcessError) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.05)
 
 
 def _select(store: ox.Store, query: QueryFile, bindings: dict) -> QueryResult:

@@ -224,8 +224,9 @@ class RunRecorder:
                 store = self._open_and_serve
             else:
                 store = self._open_and_serve()
-            if self.started_at is None and isinstance(store, tuple):
-                recorded, checkpoint = self._recorded_run(store[0], resume_from)
+            if self.started_at is None and not callable(store):  # opened now (a tuple) or remote: read first
+                opened = store[0] if isinstance(store, tuple) else store
+                recorded, checkpoint = self._recorded_run(opened, resume_from)
             target = store.writes() if self._remote is not None else store
             self._writer = QuadWriter(target, convert=self._convert, max_buffered=self._max_buffered)
             if self.started_at is not None:

@@ -44,6 +44,10 @@ class StoreLockedError(StoreError):
     pass
 
 
+class StoreOpenInThisProcessError(StoreLockedError):
+    """This process holds the store already (a run not yet finished, an rdflib dataset not closed)."""
+
+
 def default_store_path() -> Path:
     """``$CNNPROV_STORE`` if set, else ``./provenance``."""
     return Path(os.environ.get(STORE_ENV) or DEFAULT_STORE)
@@ -218,7 +222,8 @@ class KeptStore:
     """
 
     def __init__(self, path: Path) -> None:
-        self.path = path
+        self.path = Path(os.path.realpath(path))  # the working directory may change while it is kept
+        self.key = str(self.path)
         self.store: Store | None = None
         self.unflushed = 0  # quads written since RocksDB last wrote its memory tables to disk
         self.handed = threading.Event()  # the writer thread has handed the store over (or had none)
@@ -229,15 +234,22 @@ class KeptStore:
 
     def hold(self, store: Store | None, unflushed: int) -> None:
         """Writer thread: keep ``store`` open until a new run takes it or :data:`KEEP_OPEN_S` pass."""
-        with self._lock:
-            self.store, self.unflushed, self._holding = store, unflushed, store is not None
-            if store is not None:
-                self._timer = threading.Timer(KEEP_OPEN_S, self.let_go)
-                self._timer.daemon = True
-                self._timer.start()
-        self.handed.set()
+        timer_failed = False
+        try:
+            with self._lock:
+                self.store, self.unflushed, self._holding = store, unflushed, store is not None
+                if store is not None:
+                    self._timer = threading.Timer(KEEP_OPEN_S, self.let_go)
+                    self._timer.daemon = True
+                    self._timer.start()
+        except RuntimeError:  # no new threads (the interpreter is exiting): let go of it now
+            timer_failed = True
+        finally:
+            self.handed.set()
         if store is None:  # the writer had no store (it could not open one): nothing to keep
             self._done()
+        elif timer_failed:
+            self.let_go()
 
     def _claim(self) -> Store | None:
         """The held store, now no longer held; ``None`` if another thread claimed it first."""
@@ -294,16 +306,15 @@ def keep_open(path: str | os.PathLike | None) -> KeptStore:
     :meth:`~KeptStore.hold` to the writer thread. Opens in this process wait for the hand-over."""
     kept = KeptStore(resolve_store_path(path))
     with _KEPT_LOCK:
-        _KEPT[_key(path)] = kept
+        _KEPT[kept.key] = kept
     releasing(path, kept.released)
     return kept
 
 
 def _forget_kept(kept: KeptStore) -> None:
     with _KEPT_LOCK:
-        key = _key(kept.path)
-        if _KEPT.get(key) is kept:
-            del _KEPT[key]
+        if _KEPT.get(kept.key) is kept:
+            del _KEPT[kept.key]
 
 
 def _kept(path: str | os.PathLike | None) -> KeptStore | None:
@@ -364,7 +375,7 @@ def _open_waiting(target: Path, wait_s: float) -> Store:
             if not _is_lock_error(error):
                 raise StoreError(f"cannot open the provenance store at '{target}': {error}") from error
             if "current process" in str(error):
-                raise StoreLockedError(
+                raise StoreOpenInThisProcessError(
                     f"this process already has the provenance store '{target}' open (a ProvLogger "
                     f"whose run has not finished, or an rdflib dataset from ProvStore.dataset() not "
                     f"yet closed): close it first, or read through the same ProvStore inside "

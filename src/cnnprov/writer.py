@@ -199,6 +199,8 @@ class QuadWriter:
         not yet in RocksDB's disk tables instead, on the writer thread, to keep it open.
         """
         if self._closed:
+            if hand_to is not None:  # closed before (at exit, say): the store is let go of already
+                hand_to(None, 0)
             return
         self._hand_to = hand_to
         try:
@@ -212,7 +214,7 @@ class QuadWriter:
 
     @property
     def released(self) -> threading.Event:
-        """Set once the writer thread has let go of the store (after :meth:`close`)."""
+        """Set once the writer thread has let go of the store, or handed it on (after :meth:`close`)."""
         return self._released
 
     @property
