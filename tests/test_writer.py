@@ -120,3 +120,41 @@ def test_same_process_second_open_names_this_process(tmp_path):
     with pytest.raises(StoreLockedError, match="this process already has"):
         open_for_writing(path)
     del held
+
+
+class FailsOnce:
+    """A real store whose first write fails, as a full disk would."""
+
+    def __init__(self, store: ox.Store) -> None:
+        self.store, self.failed = store, False
+
+    def extend(self, quads) -> None:
+        if not self.failed:
+            self.failed = True
+            raise OSError("No space left on device")
+        self.store.extend(quads)
+
+    def update(self, sparql: str) -> None:
+        self.store.update(sparql)
+
+    def flush(self) -> None:
+        self.store.flush()
+
+
+def test_a_failed_write_is_retried_with_what_the_items_converted_to_not_converted_again(tmp_path):
+    store = ox.Store(str(tmp_path / "s"))
+    conversions = []
+
+    def convert(item):  # keeps state, as the recorder's conversion does (value numbers, summaries)
+        conversions.append(item)
+        return [quad(len(conversions) * 100 + item)]
+
+    writer = QuadWriter(FailsOnce(store), convert=convert)
+    writer.extend([1, 2, 3])
+    with pytest.raises(OSError, match="kept in memory and retried"):
+        writer.flush()
+    assert len(store) == 0 and writer.pending == 3
+    writer.flush()  # the retry
+    writer.close()
+    assert conversions == [1, 2, 3]
+    assert sorted(q.object.value for q in store) == ["101", "202", "303"]

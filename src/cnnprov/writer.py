@@ -292,28 +292,31 @@ class QuadWriter:
             self._writing = 0
 
     def _write(self, items: list) -> None:
-        """Store ``items`` in order; ``self._written`` counts those stored, should one write fail."""
+        """Store ``items`` in order; ``self._written`` counts those stored, should one write fail.
+
+        An item is converted once: its quads (or update) replace it in ``items``, so that a
+        write that fails is retried with what it was, not converted again (conversion may keep
+        state, such as a run's count of values and its summaries).
+        """
         quads: list[Quad] = []
         for index, item in enumerate(items):
+            if not isinstance(item, (Quad, Replace, Update, _Converted)):
+                converted = self._convert(item)
+                item = items[index] = converted if isinstance(converted, Update) else _Converted(converted)
             if isinstance(item, Quad):
                 quads.append(item)
-            elif isinstance(item, Replace):
+            elif isinstance(item, _Converted):
+                quads.extend(item)
+            else:  # a Replace or an Update: after the quads before it, in a transaction of its own
                 self._store_quads(quads)
                 self._written = index
                 quads = []
-                self._replace(item)
+                if isinstance(item, Replace):
+                    self._replace(item)
+                else:
+                    self._store.update(item.sparql)
                 self._written = index + 1
                 continue
-            else:
-                converted = self._convert(item)
-                if isinstance(converted, Update):
-                    self._store_quads(quads)
-                    self._written = index
-                    quads = []
-                    self._store.update(converted.sparql)
-                    self._written = index + 1
-                    continue
-                quads.extend(converted)
             if len(quads) >= TRANSACTION_QUADS:
                 self._store_quads(quads)
                 self._written = index + 1
@@ -347,6 +350,12 @@ class QuadWriter:
                 f"cnnprov could not write {len(self._failed)} buffered records to the provenance "
                 f"store ({error}); they are kept in memory and retried at the next flush"
             ) from error
+
+
+class _Converted(tuple):
+    """The quads an item converted to, kept in its place until they are stored."""
+
+    __slots__ = ()
 
 
 def _no_conversion(item: Any) -> Iterable[Quad]:
