@@ -62,7 +62,10 @@ def expected_summaries(store: ProvStore) -> dict[tuple[str, str], dict]:
 
 
 def recorded_summaries(store: ProvStore) -> dict[tuple[str, str], dict]:
-    return {(row.pop("run_id"), row.pop("name")): row for row in store.sparql(SUMMARIES).to_dicts()}
+    rows = store.sparql(SUMMARIES).to_dicts()
+    recorded = {(row.pop("run_id"), row.pop("name")): row for row in rows}
+    assert len(recorded) == len(rows), "a summary holds a property twice: an update left an old value"
+    return recorded
 
 
 def test_every_run_and_measure_has_one_summary_that_agrees_with_its_values(sweep_store):
@@ -203,7 +206,9 @@ def expected_epoch_statistics(store: ProvStore) -> dict[str, dict]:
 
 
 def assert_epoch_statistics_agree(store: ProvStore) -> dict[str, dict]:
-    recorded = {row.pop("run_id"): row for row in store.sparql(STATISTICS).to_dicts()}
+    rows = store.sparql(STATISTICS).to_dicts()
+    recorded = {row.pop("run_id"): row for row in rows}
+    assert len(recorded) == len(rows), "a run holds an epoch statistic twice: an update left an old value"
     expected = expected_epoch_statistics(store)
     assert recorded.keys() == expected.keys()
     for run_id, row in recorded.items():

@@ -25,7 +25,7 @@ from .environment import RunEnvironment, current_environment
 from .hyperparameters import flatten_hyperparameters, scalar
 from . import prov_forms
 from .live import ReadEndpoint
-from .summaries import EpochStatistics, RunningSummary, epoch_statistics_update, summary_update
+from .summaries import EpochStatistics, RunningSummary, StoredSummaries
 from .resume import RecordedRun, find_checkpoint, read_run
 from .store import (
     advertise_writer,
@@ -176,7 +176,6 @@ class RunRecorder:
         self._summaries: dict[str, RunningSummary] = {}
         self._changed_summaries: set[str] = set()
         self._epoch_statistics = EpochStatistics()
-        self._stored_epoch_statistics: tuple | None = None  # writer thread: the last written
 
     # -- lifecycle ---------------------------------------------------------
     @property
@@ -763,17 +762,15 @@ class RunRecorder:
 
     def _summary_update(self, epoch_statistics: tuple) -> Update | list:
         """Writer thread: one update for the run's epoch statistics and the summaries that changed."""
-        operations = []
-        if epoch_statistics != self._stored_epoch_statistics:
-            operations.append(epoch_statistics_update(self.run, self.bundle, epoch_statistics))
-            self._stored_epoch_statistics = epoch_statistics
+        stored = self.__dict__.get("_stored_summaries")
+        if stored is None or stored.run != self.run:  # first update, or a resumed run took another IRI
+            stored = self._stored_summaries = StoredSummaries(self.run, self.bundle)
         changed = self._changed_summaries
-        if changed:
-            terms = self._terms()
-            measures = {name: terms.measure(name) for name in changed}
-            operations.append(summary_update(self.run, self.bundle, self._summaries, measures, changed))
-            changed.clear()
-        return Update(" ;\n".join(operations)) if operations else []
+        terms = self._terms()
+        measures = {name: terms.measure(name) for name in changed}
+        sparql = stored.update(self._summaries, measures, changed, epoch_statistics)
+        changed.clear()
+        return Update(sparql) if sparql else []
 
     def _terms(self) -> _MetricTerms:
         terms = self.__dict__.get("_metric_terms")

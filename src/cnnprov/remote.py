@@ -549,6 +549,15 @@ def _endpoints(url: str) -> tuple[str, str]:
 
 def insert_operation(quads: list[ox.Quad]) -> str:
     """``INSERT DATA`` of ``quads``, grouped by graph."""
+    return _data_operation("INSERT", quads)
+
+
+def delete_data_operation(quads: list[ox.Quad]) -> str:
+    """``DELETE DATA`` of ``quads``, grouped by graph."""
+    return _data_operation("DELETE", quads)
+
+
+def _data_operation(keyword: str, quads: list[ox.Quad]) -> str:
     by_graph: dict[Any, list[ox.Triple]] = {}
     for quad in quads:
         by_graph.setdefault(quad.graph_name, []).append(quad.triple)
@@ -559,7 +568,7 @@ def insert_operation(quads: list[ox.Quad]) -> str:
             parts.append(text)
         else:
             parts.append(f"GRAPH {term_text(graph)} {{\n{text}}}\n")
-    return "INSERT DATA {\n" + "".join(parts) + "}"
+    return f"{keyword} DATA {{\n" + "".join(parts) + "}"
 
 
 def delete_operation(item: Any) -> str:

@@ -4,7 +4,8 @@ A sweep of a thousand runs holds millions of metric values; "which run reached
 the best val_acc" should not have to read them all. So each run's graph carries,
 per measure (``cnnprov:ofMeasure``), one ``cnnprov:MetricSummary`` node (count, lowest, highest, last,
 and their epochs), kept on the writer thread as values are converted and
-rewritten (one SPARQL Update, one transaction) at every epoch start and stage end.
+brought up to date (one SPARQL Update, one transaction, touching only the quads
+that changed) at every epoch start and stage end.
 Likewise the run itself carries its epoch counts and times, for listings of runs.
 """
 
@@ -15,7 +16,7 @@ from collections.abc import Iterable
 
 from pyoxigraph import NamedNode, Quad
 
-from .remote import Pattern, delete_operation, insert_operation
+from .remote import Pattern, delete_data_operation, delete_operation, insert_operation
 from .vocab import CNNPROV, PROV, RDF, child, double_literal, integer_literal
 
 
@@ -73,20 +74,57 @@ def summary_node(run: NamedNode, measure_name: str) -> NamedNode:
     return child(run, "summary", measure_name)
 
 
-def summary_update(
-    run: NamedNode,
-    graph: NamedNode,
-    summaries: dict[str, RunningSummary],
-    measures: dict[str, NamedNode],
-    names: Iterable[str],
-) -> str:
-    """One SPARQL Update that replaces the summaries of measures ``names`` in the run's graph."""
-    deletes, quads = [], []
-    for name in sorted(names):
-        node = summary_node(run, name)
-        deletes.append(delete_operation(Pattern((node, None, None, graph))))
-        quads += summaries[name].quads(node, run, measures[name], graph)
-    return " ;\n".join([*deletes, insert_operation(quads)])
+class StoredSummaries:
+    """Writer thread: the summary quads last written for one run, so that a rewrite changes only what changed.
+
+    Each part (a measure's summary, the run's epoch statistics) written for the
+    first time replaces whatever the graph holds for it (``DELETE WHERE``: a
+    resumed run's summaries were written by an earlier process); after that, an
+    update deletes the quads that changed and inserts their new values
+    (``DELETE DATA``, ``INSERT DATA``), a few quads a measure instead of all of
+    them: the store's work grows with the quads an update touches.
+    """
+
+    def __init__(self, run: NamedNode, graph: NamedNode) -> None:
+        self.run, self.graph = run, graph
+        self._written: dict[str | None, frozenset[Quad]] = {}
+
+    def update(
+        self,
+        summaries: dict[str, RunningSummary],
+        measures: dict[str, NamedNode],
+        names: Iterable[str],
+        epoch_statistics: tuple[int, int, float, float | None],
+    ) -> str | None:
+        """One SPARQL Update for the summaries of measures ``names`` and the epoch statistics.
+
+        ``None`` when nothing changed since the last update.
+        """
+        run, graph = self.run, self.graph
+        statistics = epoch_statistics_quads(run, graph, epoch_statistics)
+        parts: list[tuple[str | None, list[Quad], list[Pattern]]] = [
+            (None, statistics, [Pattern((run, prop, None, graph)) for prop in _EPOCH_PROPS])
+        ]
+        for name in sorted(names):
+            node = summary_node(run, name)
+            quads = summaries[name].quads(node, run, measures[name], graph)
+            parts.append((name, quads, [Pattern((node, None, None, graph))]))
+        replaced, removed, added = [], [], []
+        for key, quads, patterns in parts:
+            current, previous = frozenset(quads), self._written.get(key)
+            if previous is None:
+                replaced += patterns
+                added += quads
+            else:
+                removed += previous - current
+                added += current - previous
+            self._written[key] = current
+        operations = [delete_operation(pattern) for pattern in replaced]
+        if removed:
+            operations.append(delete_data_operation(removed))
+        if added:
+            operations.append(insert_operation(added))
+        return " ;\n".join(operations) if operations else None
 
 
 class EpochStatistics:
@@ -114,11 +152,14 @@ class EpochStatistics:
         return self.started, len(self.seconds), self.total, self.slowest
 
 
-def epoch_statistics_update(run: NamedNode, graph: NamedNode, snapshot: tuple[int, int, float, float | None]) -> str:
-    """One SPARQL Update that replaces the run's epoch counts and times (see :class:`EpochStatistics`)."""
+_EPOCH_PROPS = (CNNPROV.epochCount, CNNPROV.completedEpochCount, CNNPROV.epochSecondsTotal, CNNPROV.slowestEpochSeconds)
+
+
+def epoch_statistics_quads(
+    run: NamedNode, graph: NamedNode, snapshot: tuple[int, int, float, float | None]
+) -> list[Quad]:
+    """The run's epoch counts and times (see :class:`EpochStatistics`) as quads."""
     started, ended, total, slowest = snapshot
-    props = (CNNPROV.epochCount, CNNPROV.completedEpochCount, CNNPROV.epochSecondsTotal, CNNPROV.slowestEpochSeconds)
-    deletes = [delete_operation(Pattern((run, prop, None, graph))) for prop in props]
     quads = [
         Quad(run, CNNPROV.epochCount, integer_literal(started), graph),
         Quad(run, CNNPROV.completedEpochCount, integer_literal(ended), graph),
@@ -126,4 +167,4 @@ def epoch_statistics_update(run: NamedNode, graph: NamedNode, snapshot: tuple[in
     ]
     if slowest is not None:
         quads.append(Quad(run, CNNPROV.slowestEpochSeconds, double_literal(slowest), graph))
-    return " ;\n".join([*deletes, insert_operation(quads)])
+    return quads
