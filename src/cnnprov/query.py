@@ -332,9 +332,11 @@ def _select(store: ox.Store, query: QueryFile, bindings: dict) -> QueryResult:
         raise QueryError(f"query '{query.name}' is not a SELECT query; cnnprov runs SELECT queries")
     # Oxigraph binds only projected variables, so queries project their parameters;
     # those columns repeat what the caller passed and are left out.
-    columns = [v.value for v in solutions.variables if v.value not in query.parameters]
-    rows = [tuple(python_value(solution[c]) for c in columns) for solution in solutions]
-    return QueryResult(columns, rows)
+    kept = [(i, v.value) for i, v in enumerate(solutions.variables) if v.value not in query.parameters]
+    indices = [i for i, _ in kept]
+    # by position: looking a value up by its variable's name costs more than converting it
+    rows = [tuple(python_value(solution[i]) for i in indices) for solution in solutions]
+    return QueryResult([name for _, name in kept], rows)
 
 
 def _coerce(query: str, name: str, value: Any, default: Any) -> Any:
