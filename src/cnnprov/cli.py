@@ -356,24 +356,21 @@ def _push(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     import time
 
-    from .live import ReadEndpoint, live_store
-    from .store import StoreLockedError, is_remote, open_for_reading, resolve_store_path, writer_info
+    from .live import EndpointStore, ReadEndpoint
+    from .query import open_to_read
+    from .store import is_remote, resolve_store_path, writer_info
 
     path = resolve_store_path(args.store)
     if is_remote(path):
         raise StoreError(f"'{path}' is a SPARQL endpoint already: give `serve` a store directory")
-    try:
-        store = open_for_reading(path, wait_s=0)
-    except StoreLockedError:
-        live = live_store(path)
-        if live is None or not hasattr(live, "url"):
-            raise
+    store = open_to_read(path)  # waits a moment for a store a run has just finished with
+    if isinstance(store, EndpointStore):
         info = writer_info(path) or {}
         who = f" (process {info['pid']}, run {info.get('run_id')})" if info.get("pid") else ""
         raise StoreError(
             f"'{path}' is held by a training process{who}, which serves it read-only itself at "
-            f"{live.url}/sparql while it trains: query that endpoint, or run `cnnprov serve` when it ends"
-        ) from None
+            f"{store.url}/sparql while it trains: query that endpoint, or run `cnnprov serve` when it ends"
+        )
     endpoint = ReadEndpoint(store, path)
     try:
         url = endpoint.start(port=args.port)

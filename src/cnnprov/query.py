@@ -121,7 +121,7 @@ class ProvStore:
         if is_remote(self.path):  # a SPARQL endpoint (see cnnprov.remote)
             yield RemoteStore(self.path)
             return
-        store = _open_or_live(self.path)
+        store = open_to_read(self.path)
         try:
             yield store
         finally:
@@ -280,7 +280,7 @@ class ProvStore:
         elif is_remote(self.path):
             inner = RemoteStore(self.path)
         else:
-            inner = _open_or_live(self.path)
+            inner = open_to_read(self.path)
         if isinstance(inner, RemoteStore):  # a SPARQL endpoint: rdflib asks it directly
             dataset = Dataset(store=inner.rdflib_store(), default_union=True)
         elif isinstance(inner, EndpointStore):  # a training process serves the store: read it over SPARQL
@@ -298,7 +298,7 @@ class ProvStore:
 READ_WAIT_S = 2.0
 
 
-def _open_or_live(path: Path) -> ox.Store | EndpointStore:
+def open_to_read(path: Path) -> ox.Store | EndpointStore:
     """The store opened to read it, or the endpoint of the training process that holds it.
 
     Waits up to :data:`READ_WAIT_S` for a short-lived holder, looking for an endpoint again
