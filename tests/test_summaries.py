@@ -129,6 +129,36 @@ def test_a_test_stage_value_is_summarized_at_the_stage_end_without_an_epoch(tmp_
     }
 
 
+def test_a_new_stage_replaces_summaries_the_store_may_not_hold_as_the_last_writer_believed(tmp_path):
+    """A stage's writer may end with updates the store never took (a full disk); the next replaces them whole."""
+    import pyoxigraph as ox
+
+    from cnnprov.store import open_for_writing
+
+    path = tmp_path / "provenance"
+    recorder = RunRecorder(path)
+    recorder.start()
+    recorder.epoch_started(0)
+    recorder.log_metrics({"loss": 1.0, "epoch": 0}, step=0)
+    recorder.epoch_ended(0)
+    recorder.epoch_started(1)  # summaries of epoch 0 written
+    recorder.epoch_ended(1)
+    recorder.stage_ended()
+    recorder.close()  # between stages, as Lightning's fit then test
+    store = open_for_writing(path)  # the store now holds something else than the writer wrote
+    count = ox.NamedNode("https://w3id.org/cnnprov/ns#valueCount")
+    for quad in list(store.quads_for_pattern(None, count, None)):
+        store.remove(quad)
+        store.add(ox.Quad(quad.subject, count, ox.Literal(999), quad.graph_name))
+    del store
+    recorder.start()  # a test stage
+    recorder.log_metrics({"loss": 0.5})
+    recorder.finish()
+    recorder.close()
+    (summary,) = recorded_summaries(ProvStore(path)).values()  # one value of each property
+    assert (summary["count"], summary["low"], summary["last"]) == (2, 0.5, 0.5)
+
+
 @pytest.mark.parametrize(
     "values, low, high, last",
     [

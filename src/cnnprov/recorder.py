@@ -176,6 +176,7 @@ class RunRecorder:
         self._summaries: dict[str, RunningSummary] = {}
         self._changed_summaries: set[str] = set()
         self._epoch_statistics = EpochStatistics()
+        self._stored_summaries: StoredSummaries | None = None  # writer thread: what it last wrote
 
     # -- lifecycle ---------------------------------------------------------
     @property
@@ -228,6 +229,9 @@ class RunRecorder:
                 recorded, checkpoint = self._recorded_run(opened, resume_from)
             target = store.writes() if self._remote is not None else store
             self._writer = QuadWriter(target, convert=self._convert, max_buffered=self._max_buffered)
+            # A new writer: what the last one believed it wrote may not have reached the store (its
+            # failed writes are dropped with it), so summaries are replaced whole once more.
+            self._stored_summaries = None
             if self.started_at is not None:
                 return
         self.started_at = start_time or time.time()
@@ -762,7 +766,7 @@ class RunRecorder:
 
     def _summary_update(self, epoch_statistics: tuple) -> Update | list:
         """Writer thread: one update for the run's epoch statistics and the summaries that changed."""
-        stored = self.__dict__.get("_stored_summaries")
+        stored = self._stored_summaries
         if stored is None or stored.run != self.run:  # first update, or a resumed run took another IRI
             stored = self._stored_summaries = StoredSummaries(self.run, self.bundle)
         changed = self._changed_summaries
