@@ -79,7 +79,8 @@ class StoredSummaries:
 
     Each part (a measure's summary, the run's epoch statistics) written for the
     first time replaces whatever the graph holds for it (``DELETE WHERE``: a
-    resumed run's summaries were written by an earlier process); after that, an
+    resumed run's summaries were written by an earlier process, and the recorder
+    starts a new one of these with each writer); after that, an
     update deletes the quads that changed and inserts their new values
     (``DELETE DATA``, ``INSERT DATA``), a few quads a measure instead of all of
     them: the store's work grows with the quads an update touches.
