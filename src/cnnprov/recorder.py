@@ -767,7 +767,7 @@ class RunRecorder:
     def _summary_update(self, epoch_statistics: tuple) -> Update | list:
         """Writer thread: one update for the run's epoch statistics and the summaries that changed."""
         stored = self._stored_summaries
-        if stored is None or stored.run != self.run:  # first update, or a resumed run took another IRI
+        if stored is None:  # the first update of this writer (start() resets it, after a resume too)
             stored = self._stored_summaries = StoredSummaries(self.run, self.bundle)
         changed = self._changed_summaries
         terms = self._terms()

@@ -201,8 +201,6 @@ def open_for_reading(path: str | os.PathLike | None, wait_s: float = 2.0) -> Sto
     return _open_waiting(target, wait_s)
 
 
-#: Stores this process is letting go of in the background (see QuadWriter.close), by directory.
-_RELEASING: dict[str, threading.Event] = {}
 #: How long an open, or the interpreter's exit, waits for this process to let go of a store.
 RELEASE_WAIT_S = 60.0
 #: How long a store stays open after a run, for the next run of the same process (a sweep).
@@ -279,10 +277,7 @@ class KeptStore:
         if store is None:
             return
         try:
-            try:
-                store.flush()  # GIL released; the data is durable already (RocksDB's log)
-            except Exception as error:  # the next open replays the log instead
-                log.warning("cnnprov could not flush the provenance store's memory tables: %s", error)
+            flush_memory_tables(store)
             del store  # the last reference: RocksDB closes and lets go of its lock
             release_writer(self.path)
         finally:
@@ -293,6 +288,18 @@ class KeptStore:
         self.released.set()
 
 
+def flush_memory_tables(store: Store) -> None:
+    """Have RocksDB write its memory tables to disk, so that the next open need not replay its log.
+
+    The data is durable already (in RocksDB's log): a failure is logged, not raised. GIL released.
+    """
+    try:
+        store.flush()
+    except Exception as error:  # the next open replays the log instead
+        log.warning("cnnprov could not flush the provenance store's memory tables: %s", error)
+
+
+#: Stores finished runs of this process keep open, by directory (see KeptStore).
 _KEPT: dict[str, KeptStore] = {}
 _KEPT_LOCK = threading.Lock()
 
@@ -307,7 +314,6 @@ def keep_open(path: str | os.PathLike | None) -> KeptStore:
     kept = KeptStore(resolve_store_path(path))
     with _KEPT_LOCK:
         _KEPT[kept.key] = kept
-    releasing(path, kept.released)
     return kept
 
 
@@ -336,11 +342,6 @@ def open_for_run(path: str | os.PathLike | None, run_id: str = "", wait_s: float
     return taken
 
 
-def releasing(path: str | os.PathLike | None, released: threading.Event) -> None:
-    """Note that this process lets go of the store at ``path`` once ``released`` is set."""
-    _RELEASING[_key(path)] = released
-
-
 def wait_released(path: str | os.PathLike | None) -> None:
     """Wait until this process has let go of the store at ``path`` (a run closes it in the background,
     and keeps it open for a moment for the next run of the process).
@@ -350,19 +351,16 @@ def wait_released(path: str | os.PathLike | None) -> None:
     """
     kept = _kept(path)
     if kept is not None:
-        kept.let_go()
-    released = _RELEASING.get(_key(path))
-    if released is not None:
-        released.wait(RELEASE_WAIT_S)
+        kept.let_go()  # returns at once if another thread takes or lets go of it: wait for that
+        kept.released.wait(RELEASE_WAIT_S)
 
 
 @atexit.register
 def _wait_all_released() -> None:
-    # the writer threads are daemons: let them finish closing the stores before the interpreter ends
+    # the writer threads are daemons: let them hand over and the stores go before the interpreter ends
     for kept in list(_KEPT.values()):
         kept.let_go()
-    for released in list(_RELEASING.values()):
-        released.wait(RELEASE_WAIT_S)
+        kept.released.wait(RELEASE_WAIT_S)
 
 
 def _open_waiting(target: Path, wait_s: float) -> Store:

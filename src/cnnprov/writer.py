@@ -24,6 +24,8 @@ from typing import Any
 
 from pyoxigraph import NamedNode, Quad, Store
 
+from .store import flush_memory_tables
+
 log = logging.getLogger(__name__)
 
 #: A buffer this long is handed to the writer thread at once, whatever else happens.
@@ -99,8 +101,7 @@ class QuadWriter:
         hand_over_s: float = DEFAULT_HAND_OVER_S,
     ) -> None:
         self._opener = store if callable(store) and not isinstance(store, Store) else None
-        store, unflushed = store if isinstance(store, tuple) else (store, 0)
-        self._store = None if self._opener is not None else store
+        self._store, unflushed = (None, 0) if self._opener is not None else _with_unflushed(store)
         self._opened = threading.Event()
         self._open_error: BaseException | None = None
         self._open_error_raised = False
@@ -118,7 +119,6 @@ class QuadWriter:
         self._unflushed = unflushed  # quads written since RocksDB last wrote its memory tables to disk
         self._error: BaseException | None = None
         self._closed = False
-        self._released = threading.Event()
         self._hand_to: Callable[[Store | None, int], None] | None = None
         self._thread = threading.Thread(target=self._run, name="cnnprov-writer", daemon=True)
         self._thread.start()
@@ -194,7 +194,7 @@ class QuadWriter:
         Everything is durable when this returns. Releasing the store comes after: the writer
         thread has RocksDB write its in-memory tables to disk first, so that whoever opens the
         store next need not replay its log (which grows with every run that skips this). With
-        ``wait=False`` that happens in the background; :attr:`released` is set when it is done.
+        ``wait=False`` that happens in the background.
         ``hand_to``, if given, gets the store (``None`` if it never opened) and the count of quads
         not yet in RocksDB's disk tables instead, on the writer thread, to keep it open.
         """
@@ -213,11 +213,6 @@ class QuadWriter:
                 self._thread.join()
 
     @property
-    def released(self) -> threading.Event:
-        """Set once the writer thread has let go of the store, or handed it on (after :meth:`close`)."""
-        return self._released
-
-    @property
     def pending(self) -> int:
         """Items buffered or in flight that are not stored yet."""
         queued = sum(len(batch) for batch in list(self._batches.queue) if batch)
@@ -228,8 +223,7 @@ class QuadWriter:
         batches = self._batches
         if self._opener is not None:
             try:
-                opened = self._opener()
-                self._store, self._unflushed = opened if isinstance(opened, tuple) else (opened, 0)
+                self._store, self._unflushed = _with_unflushed(self._opener())
             except BaseException as error:  # raised to the caller at its next wait
                 self._open_error = error
             finally:
@@ -264,16 +258,11 @@ class QuadWriter:
         store, self._store = self._store, None
         if self._open_error is not None:
             store = None
-        try:
-            if self._hand_to is not None:
-                self._hand_to(store, self._unflushed)
-            elif store is not None:
-                store.flush()  # GIL released; the data is durable already (RocksDB's log)
-        except Exception as error:  # the next open replays the log instead
-            log.warning("cnnprov could not flush the provenance store's memory tables: %s", error)
-        finally:
-            del store  # the last reference, unless handed on: RocksDB closes and lets go of its lock
-            self._released.set()
+        if self._hand_to is not None:
+            self._hand_to(store, self._unflushed)
+        elif store is not None:
+            flush_memory_tables(store)
+        del store  # the last reference, unless handed on: RocksDB closes and lets go of its lock
 
     def _store_items(self, batch: list) -> None:
         """Store earlier failures and ``batch``; on an error keep what was not stored, to retry."""
@@ -350,6 +339,11 @@ class QuadWriter:
                 f"cnnprov could not write {len(self._failed)} buffered records to the provenance "
                 f"store ({error}); they are kept in memory and retried at the next flush"
             ) from error
+
+
+def _with_unflushed(store: Store | tuple[Store, int]) -> tuple[Store, int]:
+    """``(store, quads not yet in RocksDB's disk tables)``: as given, or a store with none counted."""
+    return store if isinstance(store, tuple) else (store, 0)
 
 
 class _Converted(tuple):
