@@ -36,7 +36,7 @@ from typing import Any
 
 from _common import machine, median, peer_logger, quiet_lightning, table, write_json
 
-from cnnprov.store import wait_released
+from cnnprov.storage.local import wait_released
 
 
 quiet_lightning()

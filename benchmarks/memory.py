@@ -40,7 +40,7 @@ def current_rss_mib() -> float:
 def child(calls: int, metrics: int) -> dict[str, Any]:
     """One process: ``calls`` log_metrics calls, RSS samples, and the peak."""
     from cnnprov import RunRecorder
-    from cnnprov.store import wait_released
+    from cnnprov.storage.local import wait_released
 
     baseline = current_rss_mib()
     options = {"serve_reads": False} if "serve_reads" in inspect.signature(RunRecorder).parameters else {}

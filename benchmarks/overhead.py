@@ -41,7 +41,7 @@ from lightning.pytorch.loggers.logger import Logger
 from lightning.pytorch.utilities import rank_zero_only
 
 from cnnprov.demo import DigitsCNN, DigitsDataModule
-from cnnprov.store import wait_released
+from cnnprov.storage.local import wait_released
 
 quiet_lightning()
 

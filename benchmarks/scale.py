@@ -40,9 +40,9 @@ from _common import machine, median, peak_rss_mib, table, write_json
 
 from cnnprov import ProvStore, RunRecorder
 from cnnprov.demo import DigitsCNN
-from cnnprov.queries_library import bundled_queries, load_query
-from cnnprov.query import QueryError
-from cnnprov.store import wait_released
+from cnnprov.analysis.library import bundled_queries, load_query
+from cnnprov.analysis.provstore import QueryError
+from cnnprov.storage.local import wait_released
 
 
 def directory_size_mib(path: Path) -> float:

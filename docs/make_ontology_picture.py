@@ -12,7 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from cnnprov.picture import ontology_dot, render
+from cnnprov.analysis.picture import ontology_dot, render
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,7 +18,7 @@ import lightning as L
 import optuna
 
 from cnnprov.demo import DigitsCNN, DigitsDataModule
-from cnnprov.sweeps import OptunaStudyRecorder
+from cnnprov.integrations.optuna import OptunaStudyRecorder
 
 
 class ReportToTrial(L.Callback):

@@ -405,7 +405,7 @@ def test_store_opens_as_an_rdflib_dataset_with_one_graph_per_run(sweep_store):
 
 
 def test_an_open_dataset_gives_a_clear_error_instead_of_a_lock_error(sweep_store):
-    from cnnprov.store import StoreLockedError
+    from cnnprov.storage.local import StoreLockedError
 
     dataset = sweep_store.dataset()
     try:

@@ -17,9 +17,9 @@ import textwrap
 import pyoxigraph as ox
 
 from cnnprov import ProvStore, RunRecorder
-from cnnprov import store as store_module
-from cnnprov.store import open_for_writing, writer_info
-from cnnprov.writer import QuadWriter
+from cnnprov.storage import local as store_module
+from cnnprov.storage.local import open_for_writing, writer_info
+from cnnprov.storage.writer import QuadWriter
 
 P = ox.NamedNode("https://example.org/p")
 G = ox.NamedNode("https://example.org/g")
@@ -66,7 +66,7 @@ def test_a_kept_store_is_let_go_of_after_a_moment_for_other_processes(tmp_path):
     assert kept is not None  # held for a run that might follow
     assert kept.released.wait(store_module.KEEP_OPEN_S + 30)  # nobody came: the timer let go of it
     assert writer_info(path) is None
-    script = f"from cnnprov.store import open_for_writing; open_for_writing({str(path)!r}, wait_s=0)"
+    script = f"from cnnprov.storage.local import open_for_writing; open_for_writing({str(path)!r}, wait_s=0)"
     subprocess.run([sys.executable, "-c", script], check=True, timeout=60)  # no lock left to wait for
 
 
@@ -75,7 +75,7 @@ def test_another_process_waits_for_a_kept_store_instead_of_failing(tmp_path):
     record(path, "only").close()
     assert store_module._kept(path) is not None
     script = (
-        f"from cnnprov.store import open_for_writing; import pyoxigraph as ox\n"
+        f"from cnnprov.storage.local import open_for_writing; import pyoxigraph as ox\n"
         f"store = open_for_writing({str(path)!r}, wait_s=30)\n"
         f"print(sum(1 for _ in store.quads_for_pattern(None, None, None)) > 0)"
     )

@@ -9,7 +9,7 @@ import rdflib
 from rdflib.namespace import OWL, RDF, RDFS
 from rdflib.namespace import PROV as RDFLIB_PROV
 
-from cnnprov.vocab import CNNPROV, CNNPROV_NS, MLS_NS, PROV_NS
+from cnnprov.rdf.vocab import CNNPROV, CNNPROV_NS, MLS_NS, PROV_NS
 
 
 def _ontology(name: str) -> rdflib.Graph:

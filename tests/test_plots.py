@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from cnnprov import plots
+from cnnprov.analysis import plots
 
 
 def test_learning_curves_draw_one_line_per_run_labelled_by_what_differs(sweep_store):

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cnnprov.vocab import RDF, child, iri_segment, literal, python_value
+from cnnprov.rdf.vocab import RDF, child, iri_segment, literal, python_value
 
 settings.register_profile("cnnprov", max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile("cnnprov")

@@ -23,7 +23,7 @@ from rdflib import Namespace, URIRef
 from rdflib.namespace import OWL, RDF, RDFS
 
 from cnnprov import ProvStore
-from cnnprov.picture import ontology_dot, run_dot
+from cnnprov.analysis.picture import ontology_dot, run_dot
 
 ROOT = Path(__file__).resolve().parents[1]
 PROV = Namespace("http://www.w3.org/ns/prov#")

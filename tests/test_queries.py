@@ -32,8 +32,8 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 import cnnprov
 from cnnprov import ProvLogger, ProvStore
 from cnnprov.demo import DigitsCNN, DigitsDataModule
-from cnnprov.query import QueryError
-from cnnprov.vocab import python_value
+from cnnprov.analysis.provstore import QueryError
+from cnnprov.rdf.vocab import python_value
 
 PROV = "http://www.w3.org/ns/prov#"
 MLS = "http://www.w3.org/ns/mls#"

@@ -29,8 +29,8 @@ from helpers import tiny_data, tiny_trainer
 
 from cnnprov import ProvLogger, ProvStore, RunRecorder
 from cnnprov.demo import DigitsCNN
-from cnnprov.queries_library import bundled_queries, load_query
-from cnnprov.remote import RemoteStore, Spool, bind, term_text
+from cnnprov.analysis.library import bundled_queries, load_query
+from cnnprov.storage.remote import RemoteStore, Spool, bind, term_text
 
 HERE = Path(__file__).parent
 CLI = [sys.executable, "-m", "cnnprov.cli"]

@@ -32,9 +32,9 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 from cnnprov import ProvLogger, ProvStore, RunRecorder
 from cnnprov.demo import DigitsCNN
-from cnnprov.query import QueryError
-from cnnprov.recorder import file_sha256
-from cnnprov.store import StoreError, StoreLockedError, is_process_alive, writer_info
+from cnnprov.analysis.provstore import QueryError
+from cnnprov.capture.recorder import file_sha256
+from cnnprov.storage.local import StoreError, StoreLockedError, is_process_alive, writer_info
 
 TESTS = Path(__file__).resolve().parent
 
@@ -197,7 +197,7 @@ def test_the_next_run_uses_the_store_a_killed_process_left(killed, tmp_path):
 
 
 def test_a_stale_advertisement_is_not_named_as_the_holder_of_a_locked_store(killed, tmp_path):
-    from cnnprov.store import open_for_writing
+    from cnnprov.storage.local import open_for_writing
 
     path = copy_of(killed, tmp_path)
     with holding(SILENT_HOLDER.format(path=str(path)), tmp_path / "reader.txt"):
@@ -491,7 +491,7 @@ def test_fit_then_test_attributes_test_metrics_to_the_run_not_an_epoch(tmp_path)
 # ---------------------------------------------------------------------------
 
 HOLDER = """
-    from cnnprov.store import open_for_writing
+    from cnnprov.storage.local import open_for_writing
     store = open_for_writing({store!r}, run_id="holder-run")
     print("HOLDING", flush=True)
     sys.stdin.read()  # until the test closes our stdin

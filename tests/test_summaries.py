@@ -7,7 +7,7 @@ import math
 import pytest
 
 from cnnprov import ProvStore, RunRecorder
-from cnnprov.summaries import RunningSummary
+from cnnprov.capture.summaries import RunningSummary
 
 PREFIXES = """PREFIX mls: <http://www.w3.org/ns/mls#>
 PREFIX rdfs: <http://www.w3.org/2000/01/rdf-schema#>
@@ -133,7 +133,7 @@ def test_a_new_stage_replaces_summaries_the_store_may_not_hold_as_the_last_write
     """A stage's writer may end with updates the store never took (a full disk); the next replaces them whole."""
     import pyoxigraph as ox
 
-    from cnnprov.store import open_for_writing
+    from cnnprov.storage.local import open_for_writing
 
     path = tmp_path / "provenance"
     recorder = RunRecorder(path)

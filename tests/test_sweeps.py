@@ -9,7 +9,7 @@ from helpers import tiny_data, tiny_trainer
 
 from cnnprov import ProvStore
 from cnnprov.demo import DigitsCNN
-from cnnprov.sweeps import OptunaStudyRecorder
+from cnnprov.integrations.optuna import OptunaStudyRecorder
 
 
 class PruneTrialOne(optuna.pruners.BasePruner):
@@ -97,7 +97,7 @@ def test_the_suggested_settings_are_attributed_to_the_sampler(study):
 
 
 def test_a_study_keeps_one_store_open_for_its_trials_and_its_own_records(tmp_path, monkeypatch):
-    from cnnprov import store as store_module
+    from cnnprov.storage import local as store_module
 
     opened = []
     real_open = store_module.open_for_writing

@@ -23,8 +23,8 @@ from rdflib.namespace import RDF
 
 from cnnprov import ProvLogger, ProvStore
 from cnnprov.demo import DigitsCNN, run_sweep
-from cnnprov.sweeps import OptunaStudyRecorder
-from cnnprov.validate import SHAPES_NS, shapes_graph, validate_graph, validate_store
+from cnnprov.integrations.optuna import OptunaStudyRecorder
+from cnnprov.analysis.validate import SHAPES_NS, shapes_graph, validate_graph, validate_store
 
 PROV = Namespace("http://www.w3.org/ns/prov#")
 MLS = Namespace("http://www.w3.org/ns/mls#")

@@ -10,8 +10,8 @@ import pyoxigraph as ox
 import pytest
 
 from cnnprov import ProvStore, RunRecorder
-from cnnprov.store import StoreError, StoreLockedError, open_for_writing
-from cnnprov.writer import QuadWriter, Replace
+from cnnprov.storage.local import StoreError, StoreLockedError, open_for_writing
+from cnnprov.storage.writer import QuadWriter, Replace
 
 G = ox.NamedNode("https://example.org/g")
 P = ox.NamedNode("https://example.org/p")
@@ -90,7 +90,7 @@ def test_a_second_writer_gets_a_clear_message_naming_the_holder(tmp_path):
     holder = RunRecorder(path, name="holder")
     holder.start()
     try:
-        script = f"from cnnprov.store import open_for_writing; open_for_writing({str(path)!r}, wait_s=0.2)"
+        script = f"from cnnprov.storage.local import open_for_writing; open_for_writing({str(path)!r}, wait_s=0.2)"
         result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
         assert result.returncode != 0
         assert "StoreLockedError" in result.stderr

@@ -13,16 +13,20 @@ __version__ = "0.1.0"
 __all__ = ["ProvLogger", "ProvStore", "RunRecorder", "__version__"]
 
 if TYPE_CHECKING:
-    from .lightning import ProvLogger
-    from .query import ProvStore
-    from .recorder import RunRecorder
+    from cnnprov.integrations.lightning import ProvLogger
+    from cnnprov.analysis.provstore import ProvStore
+    from cnnprov.capture.recorder import RunRecorder
 
-_LAZY = {"ProvLogger": ".lightning", "ProvStore": ".query", "RunRecorder": ".recorder"}
+_LAZY = {
+    "ProvLogger": "cnnprov.integrations.lightning",
+    "ProvStore": "cnnprov.analysis.provstore",
+    "RunRecorder": "cnnprov.capture.recorder",
+}
 
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
         from importlib import import_module
 
-        return getattr(import_module(_LAZY[name], __name__), name)
+        return getattr(import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'cnnprov' has no attribute {name!r}")

@@ -11,9 +11,9 @@ import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import __version__
-from .formatting import FORMATS, render
-from .store import DEFAULT_STORE, STORE_ENV, StoreError
+from cnnprov import __version__
+from cnnprov.analysis.formatting import FORMATS, render
+from cnnprov.storage.local import DEFAULT_STORE, STORE_ENV, StoreError
 
 _STORE_HELP = (
     f"provenance store directory (default: ${STORE_ENV} if set, else ./{DEFAULT_STORE}, "
@@ -213,15 +213,15 @@ def _add_format(parser: argparse.ArgumentParser) -> None:
 
 
 def _runs(args: argparse.Namespace) -> int:
-    from .query import ProvStore
+    from cnnprov.analysis.provstore import ProvStore
 
     sys.stdout.write(render(ProvStore(args.store).runs(), args.format))
     return 0
 
 
 def _query(args: argparse.Namespace) -> int:
-    from .queries_library import bundled_queries, load_query
-    from .query import ProvStore, QueryError
+    from cnnprov.analysis.library import bundled_queries, load_query
+    from cnnprov.analysis.provstore import ProvStore, QueryError
 
     if args.list:
         for name in bundled_queries():
@@ -244,11 +244,11 @@ def _query(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from .picture import PICTURE_FORMATS
-    from .query import ProvStore, QueryError
+    from cnnprov.analysis.picture import PICTURE_FORMATS
+    from cnnprov.analysis.provstore import ProvStore, QueryError
 
     if args.format in PICTURE_FORMATS:
-        from .picture import run_picture
+        from cnnprov.analysis.picture import run_picture
 
         if not args.run:
             raise QueryError(f"--format {args.format} draws one run: pass --run ID (`cnnprov runs` lists the ids)")
@@ -268,8 +268,8 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _plot(args: argparse.Namespace) -> int:
-    from . import plots
-    from .query import ProvStore, QueryError
+    from cnnprov.analysis import plots
+    from cnnprov.analysis.provstore import ProvStore, QueryError
 
     store = ProvStore(args.store)
     output = args.output or Path(f"{args.kind}.png")
@@ -294,16 +294,16 @@ def _demo(args: argparse.Namespace) -> int:
     import logging
     import warnings
 
-    from .demo import default_grid, run_sweep
-    from .store import resolve_store_path
+    from cnnprov.demo import default_grid, run_sweep
+    from cnnprov.storage.local import resolve_store_path
 
     # The demo prints its own progress; Lightning's per-run banners would drown it.
     # (Lightning sets its loggers' levels when imported, so this comes after the import.)
     for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
         logging.getLogger(name).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", module="lightning")
-    from .formatting import to_table
-    from .query import ProvStore
+    from cnnprov.analysis.formatting import to_table
+    from cnnprov.analysis.provstore import ProvStore
 
     store = resolve_store_path(args.store)
     grid = default_grid()
@@ -319,8 +319,8 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _push(args: argparse.Namespace) -> int:
-    from .remote import RemoteStore, Spool
-    from .store import is_remote, open_for_writing, release_writer, resolve_store_path
+    from cnnprov.storage.remote import RemoteStore, Spool
+    from cnnprov.storage.local import is_remote, open_for_writing, release_writer, resolve_store_path
 
     target = resolve_store_path(args.store)
     for path in args.spool:
@@ -356,9 +356,9 @@ def _push(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     import time
 
-    from .live import EndpointStore, ReadEndpoint
-    from .query import open_to_read
-    from .store import is_remote, resolve_store_path, writer_info
+    from cnnprov.storage.endpoint import EndpointStore, ReadEndpoint
+    from cnnprov.analysis.provstore import open_to_read
+    from cnnprov.storage.local import is_remote, resolve_store_path, writer_info
 
     path = resolve_store_path(args.store)
     if is_remote(path):
@@ -389,7 +389,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from .validate import ValidationReport, iter_validate_store
+    from cnnprov.analysis.validate import ValidationReport, iter_validate_store
 
     report = ValidationReport()
     for number, total, run in iter_validate_store(args.store, run=args.run):
@@ -403,9 +403,9 @@ def _validate(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``cnnprov`` console script."""
-    from .picture import PictureError
-    from .query import QueryError, RunNotFoundError
-    from .queries_library import QueryNotFoundError
+    from cnnprov.analysis.picture import PictureError
+    from cnnprov.analysis.provstore import QueryError, RunNotFoundError
+    from cnnprov.analysis.library import QueryNotFoundError
 
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -138,7 +138,7 @@ class DigitsCNN(L.LightningModule):
 
 def _checkpoint_root(store: str | os.PathLike | None) -> str | None:
     """Checkpoints of a sweep sit beside its store directory (in the working directory for a server)."""
-    from .store import is_remote
+    from cnnprov.storage.local import is_remote
 
     if not store:
         return None
@@ -180,7 +180,7 @@ def run_sweep(
         progress: called with one line per finished run (``None`` for silence).
         batch_size: samples per batch.
     """
-    from .lightning import ProvLogger
+    from cnnprov.integrations.lightning import ProvLogger
 
     results = []
     configs = list(configs)

@@ -6,7 +6,7 @@ also serves reads: while a run records, its recorder runs a small read-only
 SPARQL endpoint on 127.0.0.1 over the very store it writes, and advertises its
 address in ``cnnprov-endpoint.json`` inside the store directory.
 
-:class:`~cnnprov.query.ProvStore` (and so every ``cnnprov`` command) finds a
+:class:`~cnnprov.analysis.provstore.ProvStore` (and so every ``cnnprov`` command) finds a
 locked store's endpoint there and asks it instead; a reader in the training
 process itself uses the open store directly. Either way each query sees every
 batch committed up to that moment (an epoch's records are committed before the
@@ -35,7 +35,7 @@ from typing import Any
 
 import pyoxigraph as ox
 
-from .store import is_process_alive
+from cnnprov.storage.local import is_process_alive
 
 ENDPOINT_FILE = "cnnprov-endpoint.json"
 _TIMEOUT_S = 60.0

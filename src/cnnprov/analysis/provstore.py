@@ -22,11 +22,11 @@ from typing import Any
 
 import pyoxigraph as ox
 
-from .queries_library import QueryFile, QueryNotFoundError, load_query, parse_query
-from .live import EndpointStore, live_store, serving_run_id
-from .prov_export import PROV_FORMATS
-from .remote import RemoteStore
-from .store import (
+from cnnprov.analysis.library import QueryFile, QueryNotFoundError, load_query, parse_query
+from cnnprov.storage.endpoint import EndpointStore, live_store, serving_run_id
+from cnnprov.analysis.prov_export import PROV_FORMATS
+from cnnprov.storage.remote import RemoteStore
+from cnnprov.storage.local import (
     StoreLockedError,
     StoreOpenInThisProcessError,
     is_process_alive,
@@ -34,7 +34,7 @@ from .store import (
     open_for_reading,
     resolve_store_path,
 )
-from .vocab import CNNPROV_NS, PREFIXES, literal, python_value
+from cnnprov.rdf.vocab import CNNPROV_NS, PREFIXES, literal, python_value
 
 #: Export formats that pyoxigraph writes directly.
 RDF_FORMATS = {
@@ -94,7 +94,7 @@ class ProvStore:
 
     Args:
         path: the store directory (default ``$CNNPROV_STORE`` or ``./provenance``), or
-            the URL of a SPARQL 1.1 endpoint runs were logged to (see :mod:`cnnprov.remote`).
+            the URL of a SPARQL 1.1 endpoint runs were logged to (see :mod:`cnnprov.storage.remote`).
     """
 
     def __init__(self, path: str | os.PathLike | None = None) -> None:
@@ -118,7 +118,7 @@ class ProvStore:
         if self._held is not None:
             yield self._held
             return
-        if is_remote(self.path):  # a SPARQL endpoint (see cnnprov.remote)
+        if is_remote(self.path):  # a SPARQL endpoint (see cnnprov.storage.remote)
             yield RemoteStore(self.path)
             return
         store = open_to_read(self.path)
@@ -245,7 +245,7 @@ class ProvStore:
         """Serialize one run (``run``) or every run as Turtle, TriG, N-Quads or JSON-LD, or through the
         ``prov`` package as PROV-N, PROV-JSON or PROV-XML (``provn``, ``provjson``, ``provxml``)."""
         if format in PROV_FORMATS:
-            from .prov_export import export_prov
+            from cnnprov.analysis.prov_export import export_prov
 
             return export_prov(self, format, run=run)
         if format not in RDF_FORMATS:

@@ -24,7 +24,7 @@ described as an activity, else ``prov:Entity``.
 Example::
 
     from cnnprov import ProvStore
-    from cnnprov.prov_export import prov_document
+    from cnnprov.analysis.prov_export import prov_document
 
     document = prov_document(ProvStore("provenance"), run="3f2a")
     print(document.get_provn())
@@ -35,13 +35,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from .vocab import PREFIXES, PROV_NS
+from cnnprov.rdf.vocab import PREFIXES, PROV_NS
 
 if TYPE_CHECKING:  # prov and rdflib load when an export runs, not when the CLI starts
     import rdflib
     from prov.model import ProvDocument
 
-    from .query import ProvStore
+    from cnnprov.analysis.provstore import ProvStore
 
 #: cnnprov export format → (prov serializer format, its options).
 PROV_FORMATS: dict[str, tuple[str, dict[str, Any]]] = {

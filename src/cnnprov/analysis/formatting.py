@@ -10,7 +10,7 @@ import math
 import shutil
 from typing import Any
 
-from .query import QueryResult
+from cnnprov.analysis.provstore import QueryResult
 
 FORMATS = ("table", "csv", "json")
 

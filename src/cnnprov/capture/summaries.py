@@ -16,8 +16,8 @@ from collections.abc import Iterable
 
 from pyoxigraph import NamedNode, Quad
 
-from .remote import Pattern, delete_data_operation, delete_operation, insert_operation
-from .vocab import CNNPROV, PROV, RDF, child, double_literal, integer_literal
+from cnnprov.storage.remote import Pattern, delete_data_operation, delete_operation, insert_operation
+from cnnprov.rdf.vocab import CNNPROV, PROV, RDF, child, double_literal, integer_literal
 
 
 class RunningSummary:

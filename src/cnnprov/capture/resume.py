@@ -5,7 +5,7 @@ A training run interrupted by a crash, ``kill -9`` or Ctrl+C is resumed with
 SHA-256, so the checkpoint file names the run that wrote it; this module finds
 that run and reads where its numbering stopped (epochs, metric values,
 checkpoints, learning-rate adaptations, attempts), so that
-:class:`~cnnprov.recorder.RunRecorder` continues the same record instead of
+:class:`~cnnprov.capture.recorder.RunRecorder` continues the same record instead of
 starting a new one. It only reads.
 """
 
@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 
 from pyoxigraph import Literal, NamedNode, Store, Variable
 
-from .summaries import RunningSummary
-from .vocab import CNNPROV, CNNPROV_NS, MLS, MLS_NS, PROV, PROV_NS, RDF, RDFS, python_value
+from cnnprov.capture.summaries import RunningSummary
+from cnnprov.rdf.vocab import CNNPROV, CNNPROV_NS, MLS, MLS_NS, PROV, PROV_NS, RDF, RDFS, python_value
 
 
 @dataclass

@@ -24,7 +24,7 @@ from typing import Any
 
 from pyoxigraph import NamedNode, Quad, Store
 
-from .store import flush_memory_tables
+from cnnprov.storage.local import flush_memory_tables
 
 log = logging.getLogger(__name__)
 

@@ -59,7 +59,7 @@ def is_remote(store: object) -> bool:
 
 
 def resolve_store_path(path: str | os.PathLike | None) -> Path:
-    """The store directory; a SPARQL endpoint URL (see :mod:`cnnprov.remote`) comes back unchanged, a ``str``."""
+    """The store directory; a SPARQL endpoint URL (see :mod:`cnnprov.storage.remote`) comes back unchanged, a ``str``."""
     if is_remote(path):
         return path  # type: ignore[return-value]
     return Path(path) if path not in (None, "") else default_store_path()

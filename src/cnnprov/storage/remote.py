@@ -5,7 +5,7 @@ oxigraph``; ``oxigraph serve --location DIR``) or any SPARQL 1.1 Query/Update en
 every reading command takes the same URL as ``--store``. :class:`RemoteStore` answers the
 calls cnnprov makes on an embedded pyoxigraph store (``query``, ``quads_for_pattern``,
 ``extend``, ``load``, ``remove``) over HTTP with :mod:`urllib`, so the recorder, its writer and
-:class:`~cnnprov.query.ProvStore` work unchanged.
+:class:`~cnnprov.analysis.provstore.ProvStore` work unchanged.
 
 Where requests go. A base URL (``http://host:7878``, or a Fuseki dataset
 ``http://host:3030/ds``) is queried at ``/query`` and updated at ``/update``; a URL that ends
@@ -60,7 +60,7 @@ from typing import Any
 
 import pyoxigraph as ox
 
-from .store import StoreError, is_remote
+from cnnprov.storage.local import StoreError, is_remote
 
 try:  # a spool file is shared by the training process and `cnnprov push`
     import fcntl
@@ -244,7 +244,7 @@ class RemoteStore:
         self._send(update)
 
     def writes(self) -> WriteView:
-        """The object a :class:`~cnnprov.writer.QuadWriter` writes to (see :class:`WriteView`)."""
+        """The object a :class:`~cnnprov.storage.writer.QuadWriter` writes to (see :class:`WriteView`)."""
         return WriteView(self)
 
     def write(self, deletes: Iterable[Any], inserts: Iterable[ox.Quad]) -> None:
@@ -398,7 +398,7 @@ class Pattern(tuple):
 
 
 class WriteView:
-    """What a :class:`~cnnprov.writer.QuadWriter` writes to when the store is an endpoint.
+    """What a :class:`~cnnprov.storage.writer.QuadWriter` writes to when the store is an endpoint.
 
     The writer replaces a value (a run's status) by asking for the quads that hold it,
     removing each, and adding the new ones. Over HTTP that would be a read, several requests

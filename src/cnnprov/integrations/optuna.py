@@ -1,6 +1,6 @@
 """Record an Optuna study: the study as an activity, its sampler as an agent, each trial's run linked to it.
 
-Every trial trains with its own :class:`~cnnprov.lightning.ProvLogger`, made by
+Every trial trains with its own :class:`~cnnprov.integrations.lightning.ProvLogger`, made by
 :meth:`OptunaStudyRecorder.logger`; the recorder, passed to
 ``study.optimize(callbacks=[...])``, links each finished trial's run to the
 study with its number, state (``COMPLETE``, ``PRUNED``, ``FAIL``), objective
@@ -9,7 +9,7 @@ value and the settings the sampler chose (attributed to the sampler).
 Example::
 
     import optuna
-    from cnnprov.sweeps import OptunaStudyRecorder
+    from cnnprov.integrations.optuna import OptunaStudyRecorder
 
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=0))
     recorder = OptunaStudyRecorder(study, store="provenance")
@@ -36,10 +36,10 @@ from typing import Any
 
 from pyoxigraph import Quad
 
-from . import prov_forms
-from .hyperparameters import scalar
-from .store import is_remote, keep_open, open_for_run, resolve_store_path
-from .vocab import (
+from cnnprov.rdf import prov_forms
+from cnnprov.capture.hyperparameters import scalar
+from cnnprov.storage.local import is_remote, keep_open, open_for_run, resolve_store_path
+from cnnprov.rdf.vocab import (
     CNNPROV,
     DEFAULT_BASE,
     MLS,
@@ -83,7 +83,7 @@ class OptunaStudyRecorder:
 
     def logger(self, trial: Any, **options: Any) -> Any:
         """A ProvLogger for this trial's run, named after the trial; ``options`` go to ProvLogger."""
-        from .lightning import ProvLogger
+        from cnnprov.integrations.lightning import ProvLogger
 
         options.setdefault("run_name", f"{self.study.study_name} trial {trial.number}")
         logger = ProvLogger(store=self.store, base=self.base, **options)
@@ -164,7 +164,7 @@ class OptunaStudyRecorder:
         qualified = [t for s, p, o in triples for t in prov_forms.with_qualified_form(s, p, o)]
         quads = [Quad(s, p, o, self.bundle) for s, p, o in qualified]
         if is_remote(self.store):
-            from .remote import RemoteStore
+            from cnnprov.storage.remote import RemoteStore
 
             remote = RemoteStore(self.store)
             try:

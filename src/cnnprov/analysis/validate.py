@@ -9,7 +9,7 @@ recorder wrote, so the shapes check exactly those.
 
 Example::
 
-    from cnnprov.validate import validate_store
+    from cnnprov.analysis.validate import validate_store
 
     report = validate_store("provenance")
     print(report.text())          # one line per run, then each broken rule
@@ -18,7 +18,7 @@ Example::
 Or an rdflib graph of one run, such as a Turtle export::
 
     import rdflib
-    from cnnprov.validate import validate_graph
+    from cnnprov.analysis.validate import validate_graph
 
     graph = rdflib.Graph().parse("run.ttl")
     print(validate_graph(graph).text())
@@ -33,12 +33,12 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
-from .vocab import CNNPROV_NS, PREFIXES, PROV_NS, RDFS_NS
+from cnnprov.rdf.vocab import CNNPROV_NS, PREFIXES, PROV_NS, RDFS_NS
 
 if TYPE_CHECKING:  # rdflib and pyshacl load when a validation runs, not when the CLI starts
     import rdflib
 
-    from .query import ProvStore
+    from cnnprov.analysis.provstore import ProvStore
 
 #: Namespace of the shapes and their rules (``cnnprovsh:``).
 SHAPES_NS = "https://w3id.org/cnnprov/shapes#"
@@ -377,7 +377,7 @@ def validate_store(
 
 
 def _reader(store: ProvStore | str | os.PathLike | None) -> ProvStore:
-    from .query import ProvStore
+    from cnnprov.analysis.provstore import ProvStore
 
     return store if isinstance(store, ProvStore) else ProvStore(store)
 

@@ -1,4 +1,4 @@
-"""PyTorch Lightning adapter: turns Trainer events into :class:`~cnnprov.recorder.RunRecorder` calls."""
+"""PyTorch Lightning adapter: turns Trainer events into :class:`~cnnprov.capture.recorder.RunRecorder` calls."""
 
 from __future__ import annotations
 
@@ -14,10 +14,10 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers.logger import Logger, rank_zero_experiment
 from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
 
-from .environment import current_environment, prefetch_environment
-from .recorder import FAILED, RunRecorder
-from .store import StoreError
-from .vocab import DEFAULT_BASE
+from cnnprov.capture.environment import current_environment, prefetch_environment
+from cnnprov.capture.recorder import FAILED, RunRecorder
+from cnnprov.storage.local import StoreError
+from cnnprov.rdf.vocab import DEFAULT_BASE
 
 
 class ProvLogger(Logger):

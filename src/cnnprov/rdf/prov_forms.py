@@ -15,7 +15,7 @@ from typing import Any
 
 from pyoxigraph import NamedNode
 
-from .vocab import PROV, RDF
+from cnnprov.rdf.vocab import PROV, RDF
 
 Triple = tuple[Any, Any, Any]
 

@@ -7,7 +7,7 @@ drawn from the bundled queries, so what a picture shows is what
 Example::
 
     from cnnprov import ProvStore
-    from cnnprov.plots import learning_curves, save
+    from cnnprov.analysis.plots import learning_curves, save
 
     figure = learning_curves(ProvStore("provenance"), metric="val_loss")
     save(figure, "curves.png")
@@ -19,7 +19,7 @@ import os
 from collections import defaultdict
 from typing import Any
 
-from .query import ProvStore
+from cnnprov.analysis.provstore import ProvStore
 
 
 def _pyplot() -> Any:

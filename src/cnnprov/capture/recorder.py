@@ -20,14 +20,14 @@ from typing import Any
 
 from pyoxigraph import NamedNode, Quad
 
-from .architecture import count_parameters, describe_model
-from .environment import RunEnvironment, current_environment
-from .hyperparameters import flatten_hyperparameters, scalar
-from . import prov_forms
-from .live import ReadEndpoint
-from .summaries import EpochStatistics, RunningSummary, StoredSummaries
-from .resume import RecordedRun, find_checkpoint, read_run
-from .store import (
+from cnnprov.capture.architecture import count_parameters, describe_model
+from cnnprov.capture.environment import RunEnvironment, current_environment
+from cnnprov.capture.hyperparameters import flatten_hyperparameters, scalar
+from cnnprov.rdf import prov_forms
+from cnnprov.storage.endpoint import ReadEndpoint
+from cnnprov.capture.summaries import EpochStatistics, RunningSummary, StoredSummaries
+from cnnprov.capture.resume import RecordedRun, find_checkpoint, read_run
+from cnnprov.storage.local import (
     advertise_writer,
     held_by_another_process,
     is_remote,
@@ -36,7 +36,7 @@ from .store import (
     prepare_store_directory,
     resolve_store_path,
 )
-from .vocab import (
+from cnnprov.rdf.vocab import (
     CNNPROV,
     DEFAULT_BASE,
     MLS,
@@ -52,7 +52,7 @@ from .vocab import (
     literal,
     string_literal,
 )
-from .writer import DEFAULT_MAX_BUFFERED, QuadWriter, Replace, Update
+from cnnprov.storage.writer import DEFAULT_MAX_BUFFERED, QuadWriter, Replace, Update
 
 #: Run statuses as recorded (Lightning's ``finalize`` gives the last three).
 RUNNING, SUCCESS, FAILED, FINISHED = "running", "success", "failed", "finished"
@@ -115,13 +115,13 @@ class RunRecorder:
     Args:
         store: directory of the embedded store (default ``$CNNPROV_STORE`` or
             ``./provenance``), created on first use; or the URL of a SPARQL 1.1
-            endpoint that many processes share (see :mod:`cnnprov.remote`).
+            endpoint that many processes share (see :mod:`cnnprov.storage.remote`).
         name: a human name for the run (default: the run id's first 8 characters).
         run_id: the run's UUID (default: a new one).
         base: namespace under which the run's IRIs are minted.
         max_buffered: buffered records after which a write is started early.
         serve_reads: while the run records, serve read-only SPARQL on 127.0.0.1
-            so that other processes can query the store it holds (see :mod:`cnnprov.live`).
+            so that other processes can query the store it holds (see :mod:`cnnprov.storage.endpoint`).
 
     Example::
 
@@ -216,7 +216,7 @@ class RunRecorder:
                 return
             recorded = checkpoint = None
             if is_remote(self.store_path):  # a SPARQL endpoint: it serves reads itself
-                from .remote import RemoteStore, default_spool_path
+                from cnnprov.storage.remote import RemoteStore, default_spool_path
 
                 store = self._remote = RemoteStore(self.store_path, spool=default_spool_path(self.run_id))
             elif resume_from is None and (new_run or self.started_at is not None):
@@ -265,7 +265,7 @@ class RunRecorder:
 
     def _open_and_serve(self) -> tuple[Any, int]:
         """Open the embedded store (or take the one the last run of this process keeps open) and
-        serve reads from it to other processes (see :mod:`cnnprov.live`); with its unflushed quad count."""
+        serve reads from it to other processes (see :mod:`cnnprov.storage.endpoint`); with its unflushed quad count."""
         store, unflushed = open_for_run(self.store_path, run_id=self.run_id)
         if self._serve_reads:
             endpoint = ReadEndpoint(store, self.store_path, self.run_id)

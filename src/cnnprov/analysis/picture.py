@@ -13,7 +13,7 @@ program (``apt-get install graphviz``).
 Example::
 
     from cnnprov import ProvStore
-    from cnnprov.picture import run_dot, render
+    from cnnprov.analysis.picture import run_dot, render
 
     dot = run_dot(ProvStore("provenance"), run="3f2a")
     open("run.svg", "wb").write(render(dot, "svg"))
@@ -28,10 +28,10 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
-from .vocab import CNNPROV_NS, MLS_NS, PROV_NS
+from cnnprov.rdf.vocab import CNNPROV_NS, MLS_NS, PROV_NS
 
 if TYPE_CHECKING:
-    from .query import ProvStore
+    from cnnprov.analysis.provstore import ProvStore
 
 #: Picture formats: DOT text, or drawn by Graphviz.
 PICTURE_FORMATS = ("svg", "png", "dot")
