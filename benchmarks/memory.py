@@ -18,7 +18,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import subprocess
 import sys
@@ -43,9 +42,8 @@ def child(calls: int, metrics: int) -> dict[str, Any]:
     from cnnprov.storage.local import wait_released
 
     baseline = current_rss_mib()
-    options = {"serve_reads": False} if "serve_reads" in inspect.signature(RunRecorder).parameters else {}
     with tempfile.TemporaryDirectory(prefix="cnnprov-memory-") as directory:
-        recorder = RunRecorder(Path(directory) / "provenance", name=f"{calls}-calls", **options)
+        recorder = RunRecorder(Path(directory) / "provenance", name=f"{calls}-calls", serve_reads=False)
         recorder.start()
         recorder.epoch_started(0)
         names = [f"metric_{i}" for i in range(metrics)]
@@ -64,7 +62,7 @@ def child(calls: int, metrics: int) -> dict[str, Any]:
         recorder.finish("success")
         recorder.close()
         total_s = time.perf_counter() - started
-        wait_released(recorder.store_path)  # before the directory goes
+        wait_released(Path(directory) / "provenance")  # before the directory goes
     return {
         "calls": calls,
         "metrics_per_call": metrics,

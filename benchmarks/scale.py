@@ -27,7 +27,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import inspect
 import shutil
 import tempfile
 import time
@@ -38,6 +37,7 @@ import pyoxigraph as ox
 import torch
 from _common import machine, median, peak_rss_mib, table, write_json
 
+import cnnprov
 from cnnprov import ProvStore, RunRecorder
 from cnnprov.demo import DigitsCNN
 from cnnprov.analysis.library import bundled_queries, load_query
@@ -49,15 +49,8 @@ def directory_size_mib(path: Path) -> float:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / (1024 * 1024)
 
 
-def recorder_options() -> dict[str, Any]:
-    """No read endpoint: it serves other processes' queries and is no part of writing."""
-    if "serve_reads" in inspect.signature(RunRecorder).parameters:
-        return {"serve_reads": False}
-    return {}
-
-
 def record_run(
-    store: Path,
+    store: Any,
     index: int,
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -66,7 +59,7 @@ def record_run(
     checkpoints: Path | None,
 ) -> str:
     lr, dropout = (0.01, 0.05, 0.1, 0.2)[index % 4], (0.0, 0.25, 0.5)[index % 3]
-    recorder = RunRecorder(store, name=f"lr={lr},dropout={dropout},seed={index}", **recorder_options())
+    recorder = RunRecorder(store, name=f"lr={lr},dropout={dropout},seed={index}")
     recorder.start(new_run=True)  # as ProvLogger starts a run of its own
     recorder.log_plan("cnnprov.demo.DigitsCNN")
     recorder.log_hyperparameters(
@@ -250,11 +243,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
         run_ids = []
         started = time.perf_counter()
-        for index in range(args.runs):
-            run_ids.append(record_run(store_path, index, model, optimizer, args.epochs, args.steps, checkpoints))
-            if (index + 1) % max(1, args.runs // 10) == 0:
-                elapsed = time.perf_counter() - started
-                print(f"  {index + 1}/{args.runs} runs recorded, {elapsed:.0f} s", flush=True)
+        # a sweep holds one session for all its runs (no read endpoint: it is no part of writing)
+        with cnnprov.open_session(store_path, serve_reads=False) as session:
+            for index in range(args.runs):
+                run_ids.append(record_run(session, index, model, optimizer, args.epochs, args.steps, checkpoints))
+                if (index + 1) % max(1, args.runs // 10) == 0:
+                    elapsed = time.perf_counter() - started
+                    print(f"  {index + 1}/{args.runs} runs recorded, {elapsed:.0f} s", flush=True)
         record_s = time.perf_counter() - started
         record_rss = peak_rss_mib()
         size = directory_size_mib(store_path)

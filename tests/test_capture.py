@@ -337,11 +337,12 @@ def test_records_of_an_epoch_are_in_the_store_before_the_next_epoch_trains(store
 
     class Peeks(DigitsCNN):
         def on_train_epoch_start(self) -> None:
-            # the store is held by this process's writer, so read what it wrote so far through it
+            # the store is held by this process's run: a read in the process reads through it
             recorder = self.trainer.logger.experiment
-            store = recorder._writer.wait_open()  # a new run's store may still be opening at epoch 0
-            quads = store.quads_for_pattern(None, None, None, recorder.bundle)
-            seen.append(sorted({q.object.value for q in quads if q.predicate.value.endswith("#atEpoch")}))
+            rows = ProvStore(store_path).sparql(
+                f"SELECT DISTINCT ?at WHERE {{ GRAPH {recorder.bundle} {{ ?x <https://w3id.org/cnnprov/ns#atEpoch> ?at }} }}"
+            )
+            seen.append(sorted(str(at) for at in rows.column("at")))
 
     tiny_trainer(tmp_path, ProvLogger(store=store_path), max_epochs=3).fit(Peeks(), datamodule=tiny_data())
     # Lightning's hook runs after ours: at epoch k's start, every metric of epochs < k is stored.

@@ -110,7 +110,7 @@ def test_every_read_command_answers_while_training_writes(paced, tmp_path):
     assert paced.process.wait(timeout=60) == 0  # reading never broke the training
     (run,) = store.runs().to_dicts()  # the store is free again and opens directly
     assert (run["status"], run["epochs"]) == ("success", 3)
-    assert not (store_dir / "cnnprov-endpoint.json").exists()
+    assert not (store_dir / "cnnprov-writer.json").exists()
 
 
 def test_a_killed_run_reads_as_crashed_and_a_live_one_as_running(paced, tmp_path):

@@ -30,7 +30,10 @@ from helpers import tiny_data, tiny_trainer
 from cnnprov import ProvLogger, ProvStore, RunRecorder
 from cnnprov.demo import DigitsCNN
 from cnnprov.analysis.library import bundled_queries, load_query
-from cnnprov.storage.remote import RemoteStore, Spool, bind, term_text
+from cnnprov.rdf.sparql import bind, term_text
+from cnnprov.storage.location import StoreLocation
+from cnnprov.storage.remote import RemoteStore, RemoteTarget
+from cnnprov.storage.spool import Spool
 
 HERE = Path(__file__).parent
 CLI = [sys.executable, "-m", "cnnprov.cli"]
@@ -190,7 +193,7 @@ def test_every_bundled_query_answers_over_http_as_on_the_embedded_store(sweep_st
 
         # an endpoint that is not Oxigraph: the union named with default-graph-uri, as the protocol says
         count = f"SELECT (COUNT(DISTINCT ?e) AS ?n) WHERE {{ ?e a <{CNNPROV}Epoch> }}"
-        generic = RemoteStore(server.url, union="dataset")
+        generic = RemoteStore(StoreLocation.parse(server.url, union="dataset"))
         assert next(iter(generic.query(count, use_default_graph_as_union=True)))["n"].value == "4"
 
         # bound values are terms: text that would break out of a literal finds nothing and harms nothing
@@ -323,7 +326,7 @@ def test_serve_puts_a_store_directory_on_the_sparql_protocol(sweep_store):
     finally:
         serving.send_signal(signal.SIGINT)  # Ctrl-C
         assert serving.wait(timeout=30) == 0
-    assert not (sweep_store.path / "cnnprov-endpoint.json").exists()
+    assert not (sweep_store.path / "cnnprov-writer.json").exists()
 
 
 def test_serve_on_a_store_a_training_process_holds_points_at_its_endpoint(store_path):
@@ -342,15 +345,13 @@ def test_serve_on_a_store_a_training_process_holds_points_at_its_endpoint(store_
 
 def test_a_spool_is_one_sparql_update_that_push_can_also_apply_to_a_store_directory(tmp_path):
     """No server at all: writes spool at once, in order; `cnnprov push --store DIR` applies them locally."""
-    away = RemoteStore(f"http://127.0.0.1:{free_port()}", spool=tmp_path / "run.ru", retries=0)
+    away = RemoteStore(StoreLocation.parse(f"http://127.0.0.1:{free_port()}", retries=0))
     graph, run, status = ox.NamedNode("urn:x:g"), ox.NamedNode("urn:x:run"), ox.NamedNode(f"{CNNPROV}status")
-    writes = away.writes()
+    writes = RemoteTarget(away, spool=tmp_path / "run.ru")
     writes.extend([ox.Quad(run, status, ox.Literal("running"), graph)])
-    for old in writes.quads_for_pattern(run, status, None, graph):  # what the writer does for a Replace
-        writes.remove(old)
-    writes.extend([ox.Quad(run, status, ox.Literal('success \\u0022 "quoted"'), graph)])
-    away.close()
-    assert away.spooled == 2
+    writes.replace(run, status, graph, [ox.Literal('success \\u0022 "quoted"')])  # what the writer does for a Replace
+    writes.close()
+    assert writes.spooled == 2
 
     store_dir = tmp_path / "provenance"
     pushed = cli("push", "--store", str(store_dir), str(tmp_path / "run.ru"))

@@ -34,7 +34,9 @@ from cnnprov import ProvLogger, ProvStore, RunRecorder
 from cnnprov.demo import DigitsCNN
 from cnnprov.analysis.provstore import QueryError
 from cnnprov.capture.recorder import file_sha256
-from cnnprov.storage.local import StoreError, StoreLockedError, is_process_alive, writer_info
+from cnnprov.errors import StoreError, StoreLockedError
+from cnnprov.storage.advertisement import is_process_alive, read_holder
+from cnnprov.storage.location import StoreLocation
 
 TESTS = Path(__file__).resolve().parent
 
@@ -161,8 +163,8 @@ def copy_of(killed: dict, tmp_path: Path) -> Path:
 def test_kill_9_mid_epoch_keeps_every_flushed_epoch_and_the_store_opens(killed):
     store = ProvStore(killed["store"])
     # the killed writer's advertisement is left behind, and reads as stale
-    info = writer_info(killed["store"])
-    assert (info["pid"], info["run_id"], info["alive"]) == (killed["pid"], killed["run_id"], False)
+    info = read_holder(killed["store"])
+    assert (info.pid, info.run_id, info.alive) == (killed["pid"], killed["run_id"], False)
 
     (run,) = store.runs().to_dicts()
     assert (run["run_id"], run["name"], run["status"], run["ended"]) == (killed["run_id"], "killed", "running", None)
@@ -193,16 +195,14 @@ def test_the_next_run_uses_the_store_a_killed_process_left(killed, tmp_path):
     runs = {row["name"]: row for row in ProvStore(path).runs()}
     assert (runs["killed"]["status"], runs["killed"]["epochs"]) == ("running", 3)
     assert (runs["next"]["status"], runs["next"]["epochs"]) == ("success", 1)
-    assert writer_info(path) is None  # the new run released the store and its advertisement
+    assert read_holder(path) is None  # the new run released the store and its advertisement
 
 
 def test_a_stale_advertisement_is_not_named_as_the_holder_of_a_locked_store(killed, tmp_path):
-    from cnnprov.storage.local import open_for_writing
-
     path = copy_of(killed, tmp_path)
     with holding(SILENT_HOLDER.format(path=str(path)), tmp_path / "reader.txt"):
         with pytest.raises(StoreLockedError) as raised:
-            open_for_writing(path, wait_s=0.1)
+            StoreLocation.parse(path, lock_wait_s=0.1).open_session(serve_reads=False)
     message = str(raised.value)
     assert f"not the advertised writer, process {killed['pid']}, which has ended" in message
     assert "in use by process" not in message
@@ -391,7 +391,7 @@ def test_keyboard_interrupt_fails_the_run_and_keeps_what_came_before(tmp_path):
     assert [(e["index"], e["end"] is not None) for e in epochs_of(path)] == [(0, True), (1, True)]
     assert [v["epoch"] for v in values_of(path, "val_acc")] == [0]
     assert [v["step"] for v in values_of(path, "train_loss_step")] == [0, 1, 2, 3, 4, 5]
-    assert writer_info(path) is None  # released on the way out
+    assert read_holder(path) is None  # released on the way out
 
 
 # ---------------------------------------------------------------------------
@@ -491,8 +491,9 @@ def test_fit_then_test_attributes_test_metrics_to_the_run_not_an_epoch(tmp_path)
 # ---------------------------------------------------------------------------
 
 HOLDER = """
-    from cnnprov.storage.local import open_for_writing
-    store = open_for_writing({store!r}, run_id="holder-run")
+    from cnnprov.storage.location import StoreLocation
+    session = StoreLocation.parse({store!r}).open_session(serve_reads=False)
+    session.target("holder-run")
     print("HOLDING", flush=True)
     sys.stdin.read()  # until the test closes our stdin
 """

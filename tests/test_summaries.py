@@ -133,7 +133,7 @@ def test_a_new_stage_replaces_summaries_the_store_may_not_hold_as_the_last_write
     """A stage's writer may end with updates the store never took (a full disk); the next replaces them whole."""
     import pyoxigraph as ox
 
-    from cnnprov.storage.local import open_for_writing
+    from cnnprov.storage.local import wait_released
 
     path = tmp_path / "provenance"
     recorder = RunRecorder(path)
@@ -145,7 +145,8 @@ def test_a_new_stage_replaces_summaries_the_store_may_not_hold_as_the_last_write
     recorder.epoch_ended(1)
     recorder.stage_ended()
     recorder.close()  # between stages, as Lightning's fit then test
-    store = open_for_writing(path)  # the store now holds something else than the writer wrote
+    wait_released(path)
+    store = ox.Store(str(path))  # the store now holds something else than the writer wrote
     count = ox.NamedNode("https://w3id.org/cnnprov/ns#valueCount")
     for quad in list(store.quads_for_pattern(None, count, None)):
         store.remove(quad)

@@ -10,7 +10,9 @@ import pyoxigraph as ox
 import pytest
 
 from cnnprov import ProvStore, RunRecorder
-from cnnprov.storage.local import StoreError, StoreLockedError, open_for_writing
+from cnnprov.errors import StoreError, StoreLockedError, StoreWriteError
+from cnnprov.storage.local import LocalTarget
+from cnnprov.storage.location import StoreLocation
 from cnnprov.storage.writer import QuadWriter, Replace
 
 G = ox.NamedNode("https://example.org/g")
@@ -23,7 +25,7 @@ def quad(i: int) -> ox.Quad:
 
 def test_appends_stay_in_memory_until_a_flush_stores_them(tmp_path):
     store = ox.Store(str(tmp_path / "s"))
-    writer = QuadWriter(store)
+    writer = QuadWriter(LocalTarget(store))
     for i in range(10):
         writer.append(quad(i))
     assert len(store) == 0 and writer.pending == 10
@@ -35,7 +37,7 @@ def test_appends_stay_in_memory_until_a_flush_stores_them(tmp_path):
 
 def test_a_full_buffer_is_handed_over_without_waiting_for_an_epoch_end(tmp_path):
     store = ox.Store(str(tmp_path / "s"))
-    writer = QuadWriter(store, max_buffered=100)
+    writer = QuadWriter(LocalTarget(store), max_buffered=100)
     for i in range(250):
         writer.append(quad(i))
     assert len(writer._buffer) == 50  # two full batches left the training thread's buffer
@@ -54,7 +56,7 @@ def test_items_are_converted_on_the_writer_thread_and_replace_overwrites(tmp_pat
         threads.add(threading.current_thread().name)
         return [quad(item)]
 
-    writer = QuadWriter(store, convert=convert)
+    writer = QuadWriter(LocalTarget(store), convert=convert)
     writer.append(1)
     writer.append(Replace(ox.NamedNode("https://example.org/s1"), P, G, (ox.Literal("new"),)))
     writer.close()
@@ -90,7 +92,10 @@ def test_a_second_writer_gets_a_clear_message_naming_the_holder(tmp_path):
     holder = RunRecorder(path, name="holder")
     holder.start()
     try:
-        script = f"from cnnprov.storage.local import open_for_writing; open_for_writing({str(path)!r}, wait_s=0.2)"
+        script = (
+            "from cnnprov.storage.location import StoreLocation; "
+            f"StoreLocation.parse({str(path)!r}, lock_wait_s=0.2).open_session()"
+        )
         result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
         assert result.returncode != 0
         assert "StoreLockedError" in result.stderr
@@ -111,34 +116,26 @@ def test_a_second_writer_gets_a_clear_message_naming_the_holder(tmp_path):
 )
 def test_a_path_that_cannot_be_a_store_is_refused_clearly(tmp_path, make_path, message):
     with pytest.raises(StoreError, match=message):
-        open_for_writing(make_path(tmp_path))
+        StoreLocation.parse(make_path(tmp_path)).open_session()
 
 
 def test_same_process_second_open_names_this_process(tmp_path):
     path = tmp_path / "provenance"
-    held = open_for_writing(path)
-    with pytest.raises(StoreLockedError, match="this process already has"):
-        open_for_writing(path)
-    del held
+    with StoreLocation.parse(path).open_session(serve_reads=False):
+        with pytest.raises(StoreLockedError, match="this process already has"):
+            StoreLocation.parse(path).open_session()
 
 
-class FailsOnce:
+class FailsOnce(LocalTarget):
     """A real store whose first write fails, as a full disk would."""
 
-    def __init__(self, store: ox.Store) -> None:
-        self.store, self.failed = store, False
+    failed = False
 
     def extend(self, quads) -> None:
         if not self.failed:
             self.failed = True
             raise OSError("No space left on device")
-        self.store.extend(quads)
-
-    def update(self, sparql: str) -> None:
-        self.store.update(sparql)
-
-    def flush(self) -> None:
-        self.store.flush()
+        super().extend(quads)
 
 
 def test_a_failed_write_is_retried_with_what_the_items_converted_to_not_converted_again(tmp_path):
@@ -151,7 +148,7 @@ def test_a_failed_write_is_retried_with_what_the_items_converted_to_not_converte
 
     writer = QuadWriter(FailsOnce(store), convert=convert)
     writer.extend([1, 2, 3])
-    with pytest.raises(OSError, match="kept in memory and retried"):
+    with pytest.raises(StoreWriteError, match="kept in memory and retried"):
         writer.flush()
     assert len(store) == 0 and writer.pending == 3
     writer.flush()  # the retry

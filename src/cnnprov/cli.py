@@ -13,7 +13,8 @@ from pathlib import Path
 
 from cnnprov import __version__
 from cnnprov.analysis.formatting import FORMATS, render
-from cnnprov.storage.local import DEFAULT_STORE, STORE_ENV, StoreError
+from cnnprov.errors import CnnprovError, StoreError
+from cnnprov.storage.location import DEFAULT_STORE, STORE_ENV, StoreLocation
 
 _STORE_HELP = (
     f"provenance store directory (default: ${STORE_ENV} if set, else ./{DEFAULT_STORE}, "
@@ -295,7 +296,6 @@ def _demo(args: argparse.Namespace) -> int:
     import warnings
 
     from cnnprov.demo import default_grid, run_sweep
-    from cnnprov.storage.local import resolve_store_path
 
     # The demo prints its own progress; Lightning's per-run banners would drown it.
     # (Lightning sets its loggers' levels when imported, so this comes after the import.)
@@ -305,7 +305,7 @@ def _demo(args: argparse.Namespace) -> int:
     from cnnprov.analysis.formatting import to_table
     from cnnprov.analysis.provstore import ProvStore
 
-    store = resolve_store_path(args.store)
+    store = StoreLocation.parse(args.store)
     grid = default_grid()
     print(f"Training {len(grid)} configurations of a small CNN on scikit-learn's digits, recorded in '{store}' ...")
     run_sweep(store, grid, max_epochs=args.epochs, limit=args.limit)
@@ -319,63 +319,56 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _push(args: argparse.Namespace) -> int:
-    from cnnprov.storage.remote import RemoteStore, Spool
-    from cnnprov.storage.local import is_remote, open_for_writing, release_writer, resolve_store_path
+    from cnnprov.storage.spool import Spool
 
-    target = resolve_store_path(args.store)
+    target = StoreLocation.parse(args.store)
     for path in args.spool:
         if not path.is_file():
             raise StoreError(f"no spool file '{path}': a run names its spool file when it ends")
-    if is_remote(target):
-        send = RemoteStore(target).push
-    else:  # an embedded store: SPARQL Update, locally
-        store = open_for_writing(target)
-
-        def send(path: Path) -> int:
-            return Spool(path).drain(store.update)
-
-    try:
+    # each entry is a SPARQL Update: sent to the endpoint, or applied to the embedded store
+    with target.open_session(serve_reads=False) as session:
+        writes = session.target("cnnprov push", spool=False)
         for path in args.spool:
             total = Spool(path).count()
             try:
-                sent = send(path)
-            except (OSError, SyntaxError) as error:
+                sent = Spool(path).drain(writes.update)
+            except (CnnprovError, OSError, SyntaxError) as error:
                 left = Spool(path).count()
                 raise StoreError(
                     f"{error}. Sent {total - left} of {total} batches from '{path}'; the other {left} "
                     f"stay there: run `cnnprov push` again when {target} takes them"
                 ) from None
             print(f"sent {sent} batches from '{path}' to {target}", file=sys.stderr)
-    finally:
-        if not is_remote(target):
-            del store
-            release_writer(target)
     return 0
-
 
 def _serve(args: argparse.Namespace) -> int:
     import time
 
-    from cnnprov.storage.endpoint import EndpointStore, ReadEndpoint
-    from cnnprov.analysis.provstore import open_to_read
-    from cnnprov.storage.local import is_remote, resolve_store_path, writer_info
+    from cnnprov.storage.advertisement import advertise, read_holder, withdraw
+    from cnnprov.storage.endpoint import ReadEndpoint
+    from cnnprov.storage.local import open_store_to_serve
 
-    path = resolve_store_path(args.store)
-    if is_remote(path):
-        raise StoreError(f"'{path}' is a SPARQL endpoint already: give `serve` a store directory")
-    store = open_to_read(path)  # waits a moment for a store a run has just finished with
-    if isinstance(store, EndpointStore):
-        info = writer_info(path) or {}
-        who = f" (process {info['pid']}, run {info.get('run_id')})" if info.get("pid") else ""
-        raise StoreError(
-            f"'{path}' is held by a training process{who}, which serves it read-only itself at "
-            f"{store.url}/sparql while it trains: query that endpoint, or run `cnnprov serve` when it ends"
-        )
-    endpoint = ReadEndpoint(store, path)
+    location = StoreLocation.parse(args.store)
+    if location.path is None:
+        raise StoreError(f"'{location}' is a SPARQL endpoint already: give `serve` a store directory")
+    path = location.path
+    try:
+        store = open_store_to_serve(location)
+    except StoreError:
+        holder = read_holder(path)
+        if holder is not None and holder.url and holder.alive is not False:
+            raise StoreError(
+                f"'{path}' is held by a training process ({holder.describe()}), which serves it read-only "
+                f"itself at {holder.url} while it trains (to its own readers: `cnnprov` commands "
+                f"given --store {path}); run `cnnprov serve` when it ends"
+            ) from None
+        raise
+    endpoint = ReadEndpoint(store, token="")  # any SPARQL client on this machine may ask it
     try:
         url = endpoint.start(port=args.port)
     except OSError as error:
         raise StoreError(f"cannot serve on 127.0.0.1:{args.port}: {error.strerror or error}; choose another --port") from None
+    advertise(path, url=f"{url}/sparql")
     print(f"serving '{path}' read-only at {url}/sparql (SPARQL 1.1 Protocol); Ctrl-C stops", flush=True)
     try:
         while True:
@@ -384,9 +377,9 @@ def _serve(args: argparse.Namespace) -> int:
         pass
     finally:
         endpoint.stop()
+        withdraw(path)
     print("stopped", file=sys.stderr)
     return 0
-
 
 def _validate(args: argparse.Namespace) -> int:
     from cnnprov.analysis.validate import ValidationReport, iter_validate_store
@@ -403,15 +396,14 @@ def _validate(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``cnnprov`` console script."""
-    from cnnprov.analysis.picture import PictureError
-    from cnnprov.analysis.provstore import QueryError, RunNotFoundError
     from cnnprov.analysis.library import QueryNotFoundError
+    from cnnprov.analysis.picture import PictureError
 
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return args.handler(args)
-    except (StoreError, QueryError, RunNotFoundError, QueryNotFoundError, ImportError, PictureError) as error:
+    except (CnnprovError, QueryNotFoundError, ImportError, PictureError) as error:
         print(f"cnnprov: error: {error}", file=sys.stderr)
         return 1
     except BrokenPipeError:  # `cnnprov export | head`

@@ -20,6 +20,9 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
+from cnnprov.storage.location import StoreLocation
+from cnnprov.storage.protocols import Session
+
 
 def _load_digits() -> tuple[torch.Tensor, torch.Tensor]:
     try:
@@ -136,13 +139,9 @@ class DigitsCNN(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": scheduler}
 
 
-def _checkpoint_root(store: str | os.PathLike | None) -> str | None:
+def _checkpoint_root(store: StoreLocation) -> str:
     """Checkpoints of a sweep sit beside its store directory (in the working directory for a server)."""
-    from cnnprov.storage.local import is_remote
-
-    if not store:
-        return None
-    return "cnnprov-checkpoints" if is_remote(store) else os.fspath(store) + "-checkpoints"
+    return "cnnprov-checkpoints" if store.path is None else os.fspath(store.path) + "-checkpoints"
 
 
 @dataclass
@@ -161,7 +160,7 @@ def default_grid() -> list[dict[str, Any]]:
 
 
 def run_sweep(
-    store: str | os.PathLike | None,
+    store: str | os.PathLike[str] | StoreLocation | None,
     configs: Iterable[dict[str, Any]],
     max_epochs: int = 5,
     limit: int | None = None,
@@ -170,6 +169,8 @@ def run_sweep(
     batch_size: int = 64,
 ) -> list[SweepResult]:
     """Train one :class:`DigitsCNN` per configuration, each recorded by its own ProvLogger.
+
+    The sweep holds the store for all its runs (one session), so runs do not each open and let go of it.
 
     Args:
         store: the store every run is recorded in.
@@ -180,14 +181,28 @@ def run_sweep(
         progress: called with one line per finished run (``None`` for silence).
         batch_size: samples per batch.
     """
+    location = StoreLocation.parse(store)
+    with location.open_session() as session:
+        return _train_each(session, location, list(configs), max_epochs, limit, seed, progress, batch_size)
+
+
+def _train_each(
+    session: Session,
+    location: StoreLocation,
+    configs: list[dict[str, Any]],
+    max_epochs: int,
+    limit: int | None,
+    seed: int,
+    progress: Any,
+    batch_size: int,
+) -> list[SweepResult]:
     from cnnprov.integrations.lightning import ProvLogger
 
     results = []
-    configs = list(configs)
     for number, config in enumerate(configs, start=1):
         L.seed_everything(seed, verbose=False)
         name = ",".join(f"{k}={v}" for k, v in config.items())
-        logger = ProvLogger(store=store, run_name=name)
+        logger = ProvLogger(store=session, run_name=name)
         trainer = L.Trainer(
             max_epochs=max_epochs,
             logger=logger,
@@ -196,7 +211,7 @@ def run_sweep(
             enable_progress_bar=False,
             enable_model_summary=False,
             log_every_n_steps=1,
-            default_root_dir=_checkpoint_root(store),
+            default_root_dir=_checkpoint_root(location),
         )
         started = time.perf_counter()
         trainer.fit(DigitsCNN(**config), datamodule=DigitsDataModule(batch_size=batch_size, limit=limit, seed=seed))

@@ -23,18 +23,13 @@ from typing import Any
 import pyoxigraph as ox
 
 from cnnprov.analysis.library import QueryFile, QueryNotFoundError, load_query, parse_query
-from cnnprov.storage.endpoint import EndpointStore, live_store, serving_run_id
 from cnnprov.analysis.prov_export import PROV_FORMATS
-from cnnprov.storage.remote import RemoteStore
-from cnnprov.storage.local import (
-    StoreLockedError,
-    StoreOpenInThisProcessError,
-    is_process_alive,
-    is_remote,
-    open_for_reading,
-    resolve_store_path,
-)
+from cnnprov.errors import QueryError, RunNotFoundError
+from cnnprov.rdf.sparql import Term
 from cnnprov.rdf.vocab import CNNPROV_NS, PREFIXES, literal, python_value
+from cnnprov.storage.advertisement import is_process_alive
+from cnnprov.storage.location import StoreLocation
+from cnnprov.storage.protocols import Reader, ReadStore
 
 #: Export formats that pyoxigraph writes directly.
 RDF_FORMATS = {
@@ -47,14 +42,6 @@ _RUN_PARAMETERS = ("run", "run_a", "run_b")
 #: Queries about runs without an end, whose rows get a ``state`` column computed here:
 #: whether a process is alive is not something SPARQL can ask.
 _RUN_STATE_QUERIES = {"unfinished-runs"}
-
-
-class QueryError(ValueError):
-    """A query cannot run as asked: unknown query or parameter, bad value, or a syntax error."""
-
-
-class RunNotFoundError(LookupError):
-    """No run (or more than one) matches the given id."""
 
 
 @dataclass
@@ -90,42 +77,49 @@ class ProvStore:
     """A provenance store opened for reading.
 
     Each call opens the store, answers, and lets it go, so a training process
-    can start writing to the same store between calls.
+    can start writing to the same store between calls. A store a training
+    process holds is read through that process, which the caller never sees.
 
     Args:
-        path: the store directory (default ``$CNNPROV_STORE`` or ``./provenance``), or
-            the URL of a SPARQL 1.1 endpoint runs were logged to (see :mod:`cnnprov.storage.remote`).
+        path: the store directory (default ``$CNNPROV_STORE`` or ``./provenance``), the
+            URL of a SPARQL 1.1 endpoint runs were logged to (see :mod:`cnnprov.storage.remote`),
+            or a :class:`~cnnprov.storage.location.StoreLocation`.
+        options: options of the location (``headers``, ``timeout_s``, ``union`` …).
     """
 
-    def __init__(self, path: str | os.PathLike | None = None) -> None:
-        self.path = resolve_store_path(path)
-        self._held: ox.Store | None = None
+    def __init__(self, path: str | os.PathLike[str] | StoreLocation | None = None, **options: Any) -> None:
+        self.location = StoreLocation.parse(path, **options)
+        #: the directory, or the endpoint URL
+        self.path: Path | str = self.location.path if self.location.path is not None else str(self.location)
+        self._held: Reader | None = None
 
     def __repr__(self) -> str:
-        return f"ProvStore({str(self.path)!r})"
+        return f"ProvStore({str(self.location)!r})"
 
     def __enter__(self) -> ProvStore:
         """Hold the store open across many calls (faster; keeps writers out until exit)."""
         if self._held is None:
-            self._held = RemoteStore(self.path) if is_remote(self.path) else open_for_reading(self.path)
+            self._held = self.location.open_reader()
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        self._held = None
+        held, self._held = self._held, None
+        if held is not None:
+            held.close()
 
     @contextmanager
-    def _opened(self) -> Iterator[ox.Store | EndpointStore]:
+    def reading(self) -> Iterator[Reader]:
+        """The store to read, for one call (or the one held by ``with``)."""
         if self._held is not None:
             yield self._held
             return
-        if is_remote(self.path):  # a SPARQL endpoint (see cnnprov.storage.remote)
-            yield RemoteStore(self.path)
-            return
-        store = open_to_read(self.path)
+        reader = self.location.open_reader()
         try:
-            yield store
+            yield reader
         finally:
-            del store
+            reader.close()
+
+    _opened = reading
 
     # -- queries -------------------------------------------------------------
     def query(self, name_or_path: str | Path, **params: Any) -> QueryResult:
@@ -134,20 +128,20 @@ class ProvStore:
             query = load_query(name_or_path)
         except QueryNotFoundError as error:
             raise QueryError(str(error)) from None
-        with self._opened() as store:
+        with self.reading() as store:
             bindings = self._bindings(store, query, params)
             result = _select(store, query, bindings)
+            serving = store.serving_run_id()
         if query.name in _RUN_STATE_QUERIES and {"run_id", "host", "process_id"} <= set(result.columns):
-            result = self._with_run_state(result)
+            result = self._with_run_state(result, serving)
         return result
 
-    def _with_run_state(self, result: QueryResult) -> QueryResult:
+    def _with_run_state(self, result: QueryResult, serving: str | None) -> QueryResult:
         """Add ``state`` to rows about unfinished runs: running, crashed, or unknown (another host).
 
         A run still training is the one whose process serves the store, or whose process is alive;
         a run without an end whose process is gone was killed.
         """
-        serving = None if is_remote(self.path) else serving_run_id(self.path)
         states = []
         for row in result.to_dicts():
             alive = is_process_alive(row["host"], row["process_id"])
@@ -161,18 +155,18 @@ class ProvStore:
     def sparql(self, text: str, **params: Any) -> QueryResult:
         """Run SPARQL text over the union of all run graphs; ``params`` bind ``?name`` variables."""
         query = parse_query("sparql", text)
-        with self._opened() as store:
+        with self.reading() as store:
             bindings = {ox.Variable(k): _term(v) for k, v in params.items()}
             return _select(store, query, bindings)
 
-    def _bindings(self, store: ox.Store, query: QueryFile, params: dict[str, Any]) -> dict:
+    def _bindings(self, store: ReadStore, query: QueryFile, params: dict[str, Any]) -> dict[ox.Variable, Term]:
         unknown = set(params) - set(query.parameters)
         if unknown:
             known = ", ".join(query.parameters) or "none"
             raise QueryError(
                 f"query '{query.name}' has no parameter {', '.join(sorted(unknown))}; its parameters: {known}"
             )
-        bindings = {}
+        bindings: dict[ox.Variable, Term] = {}
         for name, parameter in query.parameters.items():
             value = params.get(name, parameter.default)
             if value is None:
@@ -212,10 +206,10 @@ class ProvStore:
 
     def resolve_run(self, run: str) -> str:
         """The full id of the run whose id is or starts with ``run``."""
-        with self._opened() as store:
+        with self.reading() as store:
             return self._resolve_run(store, run)
 
-    def _resolve_run(self, store: ox.Store, run: str) -> str:
+    def _resolve_run(self, store: ReadStore, run: str) -> str:
         ids = [
             python_value(row["id"])
             for row in store.query(
@@ -229,7 +223,7 @@ class ProvStore:
             raise RunNotFoundError(f"no run with id '{run}' in '{self.path}'; `cnnprov runs` lists the ids")
         raise RunNotFoundError(f"'{run}' matches {len(matches)} runs; give more of the id")
 
-    def _bundle(self, store: ox.Store, run_id: str) -> ox.NamedNode:
+    def _bundle(self, store: ReadStore, run_id: str) -> ox.NamedNode:
         rows = list(
             store.query(
                 f"SELECT ?g ?id WHERE {{ GRAPH ?g {{ ?g <{CNNPROV_NS}describesRun> ?run . ?run <{CNNPROV_NS}runId> ?id }} }}",
@@ -252,7 +246,7 @@ class ProvStore:
             known = ", ".join([*RDF_FORMATS, *PROV_FORMATS])
             raise QueryError(f"unknown export format '{format}'; choose one of {known}")
         rdf_format = RDF_FORMATS[format]
-        with self._opened() as store:
+        with self.reading() as store:
             if run is not None:
                 graph = self._bundle(store, self._resolve_run(store, run))
                 quads = list(store.quads_for_pattern(None, None, None, graph))
@@ -272,55 +266,21 @@ class ProvStore:
         ``with ProvStore(...) as store:``, where it shares the held store with
         :meth:`query`. Its default graph is the union of the run graphs.
         """
-        from oxrdflib import OxigraphStore
         from rdflib import Dataset
 
-        if self._held is not None:
-            inner = self._held
-        elif is_remote(self.path):
-            inner = RemoteStore(self.path)
-        else:
-            inner = open_to_read(self.path)
-        if isinstance(inner, RemoteStore):  # a SPARQL endpoint: rdflib asks it directly
-            dataset = Dataset(store=inner.rdflib_store(), default_union=True)
-        elif isinstance(inner, EndpointStore):  # a training process serves the store: read it over SPARQL
-            from rdflib.plugins.stores.sparqlstore import SPARQLStore
-
-            dataset = Dataset(store=SPARQLStore(inner.url + "/sparql", returnFormat="json"), default_union=True)
-        else:
-            dataset = Dataset(store=OxigraphStore(store=inner), default_union=True)
+        inner = self._held if self._held is not None else self.location.open_reader()
+        dataset = Dataset(store=inner.rdflib_store(), default_union=True)
         for prefix, namespace in PREFIXES.items():
             dataset.bind(prefix, namespace)
         return dataset
 
 
-#: How long a read waits for a store that is held and served by no training process.
-READ_WAIT_S = 2.0
 
-
-def open_to_read(path: Path) -> ox.Store | EndpointStore:
-    """The store opened to read it, or the endpoint of the training process that holds it.
-
-    Waits up to :data:`READ_WAIT_S` for a short-lived holder, looking for an endpoint again
-    while it waits: between the runs of a sweep the store stays held (each run takes it from the
-    one before), and the next run serves it as soon as it starts.
-    """
-    deadline = time.monotonic() + READ_WAIT_S
-    while True:
-        try:
-            return open_for_reading(path, wait_s=0)
-        except StoreLockedError as error:
-            live = live_store(path)
-            if live is not None:
-                return live
-            if isinstance(error, StoreOpenInThisProcessError) or time.monotonic() >= deadline:
-                raise
-            time.sleep(0.05)
-
-
-def _select(store: ox.Store, query: QueryFile, bindings: dict) -> QueryResult:
+def _select(store: ReadStore, query: QueryFile, bindings: dict[ox.Variable, Term]) -> QueryResult:
     try:
         solutions = store.query(query.text, use_default_graph_as_union=True, substitutions=bindings)
+    except QueryError as error:  # an endpoint refused it
+        raise QueryError(f"query '{query.name}' cannot run: {error}") from None
     except SyntaxError as error:
         raise QueryError(f"query '{query.name}' is not valid SPARQL: {error}") from None
     except RuntimeError as error:  # Oxigraph binds only variables the query projects

@@ -14,7 +14,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -24,18 +24,10 @@ from cnnprov.capture.architecture import count_parameters, describe_model
 from cnnprov.capture.environment import RunEnvironment, current_environment
 from cnnprov.capture.hyperparameters import flatten_hyperparameters, scalar
 from cnnprov.rdf import prov_forms
-from cnnprov.storage.endpoint import ReadEndpoint
 from cnnprov.capture.summaries import EpochStatistics, RunningSummary, StoredSummaries
 from cnnprov.capture.resume import RecordedRun, find_checkpoint, read_run
-from cnnprov.storage.local import (
-    advertise_writer,
-    held_by_another_process,
-    is_remote,
-    keep_open,
-    open_for_run,
-    prepare_store_directory,
-    resolve_store_path,
-)
+from cnnprov.storage.location import StoreLocation
+from cnnprov.storage.protocols import Session, WriteTarget
 from cnnprov.rdf.vocab import (
     CNNPROV,
     DEFAULT_BASE,
@@ -115,13 +107,16 @@ class RunRecorder:
     Args:
         store: directory of the embedded store (default ``$CNNPROV_STORE`` or
             ``./provenance``), created on first use; or the URL of a SPARQL 1.1
-            endpoint that many processes share (see :mod:`cnnprov.storage.remote`).
+            endpoint that many processes share (see :mod:`cnnprov.storage.remote`);
+            or a :class:`~cnnprov.storage.location.StoreLocation` with options; or an
+            open session (:func:`cnnprov.open_session`) that many runs share.
         name: a human name for the run (default: the run id's first 8 characters).
         run_id: the run's UUID (default: a new one).
         base: namespace under which the run's IRIs are minted.
         max_buffered: buffered records after which a write is started early.
         serve_reads: while the run records, serve read-only SPARQL on 127.0.0.1
-            so that other processes can query the store it holds (see :mod:`cnnprov.storage.endpoint`).
+            so that other processes can query the store it holds (see :mod:`cnnprov.storage.endpoint`);
+            a session given as ``store`` decides that itself.
 
     Example::
 
@@ -133,11 +128,12 @@ class RunRecorder:
         recorder.log_metrics({"loss": 0.7}, step=0)
         recorder.epoch_ended(0)
         recorder.finish("success")
+        recorder.close()   # releases the store
     """
 
     def __init__(
         self,
-        store: str | os.PathLike | None = None,
+        store: str | os.PathLike[str] | StoreLocation | Session | None = None,
         *,
         name: str | None = None,
         run_id: str | None = None,
@@ -145,10 +141,15 @@ class RunRecorder:
         max_buffered: int = DEFAULT_MAX_BUFFERED,
         serve_reads: bool = True,
     ) -> None:
-        self.store_path = resolve_store_path(store)
+        # a session given by the caller is shared (a sweep's); one this recorder opens is its own
+        self._shared_session: Session | None = store if isinstance(store, Session) else None
+        self.location: StoreLocation = (
+            self._shared_session.location if self._shared_session is not None
+            else StoreLocation.parse(store)  # type: ignore[arg-type]
+        )
         self._serve_reads = serve_reads
-        self._endpoint: ReadEndpoint | None = None
-        self._remote: Any = None  # a RemoteStore, when the store is a SPARQL endpoint URL
+        self._session: Session | None = None  # the session the current stage writes through
+        self._target: WriteTarget | None = None
         self.run_id = run_id or str(uuid.uuid4())
         self.name = name or self.run_id[:8]
         self.base = base
@@ -215,19 +216,16 @@ class RunRecorder:
             if self._writer is not None:
                 return
             recorded = checkpoint = None
-            if is_remote(self.store_path):  # a SPARQL endpoint: it serves reads itself
-                from cnnprov.storage.remote import RemoteStore, default_spool_path
-
-                store = self._remote = RemoteStore(self.store_path, spool=default_spool_path(self.run_id))
-            elif resume_from is None and (new_run or self.started_at is not None):
-                prepare_store_directory(self.store_path)  # path errors now, not later
-                store = self._open_and_serve
+            if self._shared_session is None and resume_from is None and (new_run or self.started_at is not None):
+                # nothing to read first: the store opens on the writer thread while the caller goes on
+                session = self._session = self.location.open_session(serve_reads=self._serve_reads, lazy=True)
+                target: WriteTarget | Callable[[], WriteTarget] = self._open_target
             else:
-                store = self._open_and_serve()
-            if self.started_at is None and not callable(store):  # opened now (a tuple) or remote: read first
-                opened = store[0] if isinstance(store, tuple) else store
-                recorded, checkpoint = self._recorded_run(opened, resume_from)
-            target = store.writes() if self._remote is not None else store
+                session = self._open_session()
+                if self.started_at is None and (resume_from is not None or not new_run):
+                    # read first: this run may be stored already
+                    recorded, checkpoint = self._recorded_run(session, resume_from)
+                target = self._target = session.target(self.run_id)
             self._writer = QuadWriter(target, convert=self._convert, max_buffered=self._max_buffered)
             # A new writer: what the last one believed it wrote may not have reached the store (its
             # failed writes are dropped with it), so summaries are replaced whole once more.
@@ -263,15 +261,17 @@ class RunRecorder:
         self._begin_attempt(env, 1, None, checkpoint, self.started_at)
         self.flush(wait=not new_run)  # a new run's start is durable by its first epoch's end
 
-    def _open_and_serve(self) -> tuple[Any, int]:
-        """Open the embedded store (or take the one the last run of this process keeps open) and
-        serve reads from it to other processes (see :mod:`cnnprov.storage.endpoint`); with its unflushed quad count."""
-        store, unflushed = open_for_run(self.store_path, run_id=self.run_id)
-        if self._serve_reads:
-            endpoint = ReadEndpoint(store, self.store_path, self.run_id)
-            endpoint.start()
-            self._endpoint = endpoint
-        return store, unflushed
+    def _open_session(self) -> Session:
+        """The session this stage writes through: the shared one, or one of this recorder's own."""
+        session = self._shared_session or self.location.open_session(serve_reads=self._serve_reads)
+        self._session = session
+        return session
+
+    def _open_target(self) -> WriteTarget:
+        """Writer thread: the run's target in its (lazily opening) session."""
+        assert self._session is not None
+        target = self._target = self._session.target(self.run_id)
+        return target
 
     def _record_agents(self, env: RunEnvironment) -> None:
         add, run, bundle = self._add, self.run, self.bundle
@@ -290,9 +290,11 @@ class RunRecorder:
         add(association, RDF.type, PROV.Association)
         add(association, PROV.agent, user)
 
-    def _recorded_run(self, store: Any, resume_from: str | os.PathLike | None) -> tuple[RecordedRun | None, Any]:
+    def _recorded_run(
+        self, session: Session, resume_from: str | os.PathLike[str] | None
+    ) -> tuple[RecordedRun | None, Any]:
         """The stored run this recorder continues (and the checkpoint it resumes from), if any."""
-        checkpoint = None
+        store = session.reader
         if resume_from is not None:
             try:
                 found = find_checkpoint(store, file_sha256(resume_from))
@@ -304,8 +306,6 @@ class RunRecorder:
                 if recorded is not None:
                     self.run, self.bundle, self.run_id = run, bundle, recorded.run_id
                     self.name = recorded.name or self.name
-                    if not is_remote(self.store_path):
-                        advertise_writer(self.store_path, self.run_id)
                     return recorded, checkpoint
         return read_run(store, self.run, self.bundle), None
 
@@ -433,24 +433,20 @@ class RunRecorder:
         self.flush()
 
     def close(self) -> None:
-        """Store everything buffered and release the store. Safe to call twice."""
+        """Store everything buffered and release the store (a shared session stays open). Safe to call twice."""
         writer, self._writer = self._writer, None
-        if writer is not None:
-            writer.wait_open(raise_error=False)  # the endpoint starts once the store is open; close() reports errors
-        endpoint, self._endpoint = self._endpoint, None
-        if endpoint is not None:
-            endpoint.stop()
-        if writer is not None:
-            remote, self._remote = self._remote, None
-            if remote is not None:
-                writer.close()
-                remote.close()  # says where unsent records wait, if the endpoint is away
-            else:
-                # Everything is durable now. The store stays open for a moment, for the next run of
-                # this process (a sweep); then RocksDB writes its memory tables to disk and the store
-                # is let go of, in the background: otherwise the next open replays its log, ~16 µs a
-                # quad (BENCHMARKS.md). Opening the store otherwise in this process waits for that.
-                writer.close(wait=False, hand_to=keep_open(self.store_path).hold)
+        if writer is None:
+            return
+        writer.wait_open(raise_error=False)  # close() reports errors; the target is open, or never will be
+        try:
+            writer.close()
+        finally:
+            target, self._target = self._target, None
+            if target is not None:
+                target.close()  # says where unsent records wait, if an endpoint is away
+            session, self._session = self._session, None
+            if session is not None and session is not self._shared_session:
+                session.close()  # memory tables to disk and the store let go of, in the background
 
     def flush(self, wait: bool = True) -> None:
         """Hand buffered records to the writer; with ``wait``, return once they are durable."""
@@ -671,7 +667,7 @@ class RunRecorder:
     def _check_opening(self) -> None:
         """Raise now if the store could not be opened, or cannot be: another live process holds it."""
         writer = self._writer
-        if not writer.opening or (self._remote is None and held_by_another_process(self.store_path)):
+        if writer is not None and (not writer.opening or self.location.held_by_another_process()):
             writer.wait_open()
 
     def epoch_ended(self, index: int, when: float | None = None) -> None:

@@ -16,7 +16,7 @@ from collections.abc import Iterable
 
 from pyoxigraph import NamedNode, Quad
 
-from cnnprov.storage.remote import Pattern, delete_data_operation, delete_operation, insert_operation
+from cnnprov.rdf.sparql import Pattern, delete_data_operation, delete_operation, insert_operation
 from cnnprov.rdf.vocab import CNNPROV, PROV, RDF, child, double_literal, integer_literal
 
 
@@ -104,12 +104,12 @@ class StoredSummaries:
         run, graph = self.run, self.graph
         statistics = epoch_statistics_quads(run, graph, epoch_statistics)
         parts: list[tuple[str | None, list[Quad], list[Pattern]]] = [
-            (None, statistics, [Pattern((run, prop, None, graph)) for prop in _EPOCH_PROPS])
+            (None, statistics, [Pattern(run, prop, None, graph) for prop in _EPOCH_PROPS])
         ]
         for name in sorted(names):
             node = summary_node(run, name)
             quads = summaries[name].quads(node, run, measures[name], graph)
-            parts.append((name, quads, [Pattern((node, None, None, graph))]))
+            parts.append((name, quads, [Pattern(node, None, None, graph)]))
         replaced, removed, added = [], [], []
         for key, quads, patterns in parts:
             current, previous = frozenset(quads), self._written.get(key)

@@ -16,7 +16,9 @@ from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
 
 from cnnprov.capture.environment import current_environment, prefetch_environment
 from cnnprov.capture.recorder import FAILED, RunRecorder
-from cnnprov.storage.local import StoreError
+from cnnprov.errors import StoreError, StoreWriteError
+from cnnprov.storage.location import StoreLocation
+from cnnprov.storage.protocols import Session
 from cnnprov.rdf.vocab import DEFAULT_BASE
 
 
@@ -54,13 +56,18 @@ class ProvLogger(Logger):
     Args:
         store: directory of the embedded store (default ``$CNNPROV_STORE`` or
             ``./provenance``), or the URL of a SPARQL 1.1 endpoint such as an
-            Oxigraph server (``http://127.0.0.1:7878``) that many machines share.
+            Oxigraph server (``http://127.0.0.1:7878``) that many machines share;
+            a :class:`~cnnprov.StoreLocation` for an endpoint's options (HTTP
+            headers, timeouts, retries); or a session from :func:`cnnprov.open_session`
+            that a sweep's runs share (not for ``ddp_spawn``: a session does not pickle).
             Many runs share one store.
         run_name: a human name for the run (default: the start of its id).
         name: experiment name; checkpoints go to ``save_dir/name/version``.
         save_dir: root directory for checkpoints (default: the Trainer's
             ``default_root_dir``).
         base: namespace in which the run's IRIs are minted.
+        serve_reads: while the run records into an embedded store, serve it read-only to
+            other processes on this machine (so ``cnnprov`` commands can read it meanwhile).
 
     Example::
 
@@ -73,14 +80,16 @@ class ProvLogger(Logger):
 
     def __init__(
         self,
-        store: str | os.PathLike | None = None,
+        store: str | os.PathLike[str] | StoreLocation | Session | None = None,
         run_name: str | None = None,
         name: str = "cnnprov_runs",
-        save_dir: str | os.PathLike | None = None,
+        save_dir: str | os.PathLike[str] | None = None,
         base: str = DEFAULT_BASE,
+        serve_reads: bool = True,
     ) -> None:
         super().__init__()
         self._store = store
+        self._serve_reads = serve_reads
         self._run_name = run_name
         self._name = name
         self._save_dir = os.fspath(save_dir) if save_dir is not None else None
@@ -129,7 +138,9 @@ class ProvLogger(Logger):
         continue. Outside a Trainer, call its ``start()`` before recording.
         """
         if self._recorder is None:
-            self._recorder = RunRecorder(self._store, name=self._run_name, run_id=self._run_id, base=self._base)
+            self._recorder = RunRecorder(
+                self._store, name=self._run_name, run_id=self._run_id, base=self._base, serve_reads=self._serve_reads
+            )
         return self._recorder
 
     def _started(self, resume_from: Any = None) -> RunRecorder:
@@ -318,9 +329,7 @@ class _ProvCallback(Callback):
         _check_learning_rates(recorder, trainer, index)
         try:
             recorder.epoch_started(index)
-        except StoreError:  # the store could not be opened: nothing would be recorded
-            raise
-        except OSError as error:  # never stop training over a failed write: it is kept and retried
+        except StoreWriteError as error:  # never stop training over a failed write: it is kept and retried
             rank_zero_warn(str(error))
 
     def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int) -> None:

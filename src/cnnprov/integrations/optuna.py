@@ -38,7 +38,8 @@ from pyoxigraph import Quad
 
 from cnnprov.rdf import prov_forms
 from cnnprov.capture.hyperparameters import scalar
-from cnnprov.storage.local import is_remote, keep_open, open_for_run, resolve_store_path
+from cnnprov.storage.location import StoreLocation
+from cnnprov.storage.protocols import Session
 from cnnprov.rdf.vocab import (
     CNNPROV,
     DEFAULT_BASE,
@@ -63,15 +64,27 @@ RUN_ID_ATTRIBUTE = "cnnprov_run_id"
 class OptunaStudyRecorder:
     """Record an Optuna study and link every trial's run to it.
 
+    It holds the store for the whole study (one session, shared by every trial's run), so
+    trials do not open and let go of it one by one; :meth:`finish` lets go of it.
+
     Args:
         study: the ``optuna.Study`` to record.
-        store: the store the trials' runs are recorded in (directory or endpoint URL).
+        store: the store the trials' runs are recorded in (directory or endpoint URL, a
+            :class:`~cnnprov.storage.location.StoreLocation`, or a session to share).
         base: namespace in which IRIs are minted (as for the runs).
     """
 
-    def __init__(self, study: Any, store: str | os.PathLike | None = None, base: str = DEFAULT_BASE) -> None:
+    def __init__(
+        self,
+        study: Any,
+        store: str | os.PathLike[str] | StoreLocation | Session | None = None,
+        base: str = DEFAULT_BASE,
+    ) -> None:
         self.study = study
-        self.store = resolve_store_path(store)
+        self._owns_session = not isinstance(store, Session)
+        self.session: Session = (
+            StoreLocation.parse(store).open_session() if not isinstance(store, Session) else store  # type: ignore[arg-type]
+        )
         self.base = base
         self.study_id = str(uuid.uuid4())
         self.activity = iri(base, "study", iri_segment(self.study_id))
@@ -86,7 +99,7 @@ class OptunaStudyRecorder:
         from cnnprov.integrations.lightning import ProvLogger
 
         options.setdefault("run_name", f"{self.study.study_name} trial {trial.number}")
-        logger = ProvLogger(store=self.store, base=self.base, **options)
+        logger = ProvLogger(store=self.session, base=self.base, **options)
         trial.set_user_attr(RUN_ID_ATTRIBUTE, logger.run_id)
         return logger
 
@@ -131,6 +144,8 @@ class OptunaStudyRecorder:
         if best is not None and RUN_ID_ATTRIBUTE in best.user_attrs:
             quads.append((self.activity, CNNPROV.bestRun, iri(self.base, "run", iri_segment(best.user_attrs[RUN_ID_ATTRIBUTE]))))
         self._write(quads)
+        if self._owns_session:
+            self.session.close()
 
     def _study_quads(self, started: float) -> list[tuple]:
         study, sampler = self.activity, self.sampler
@@ -163,21 +178,6 @@ class OptunaStudyRecorder:
     def _write(self, triples: list[tuple]) -> None:
         qualified = [t for s, p, o in triples for t in prov_forms.with_qualified_form(s, p, o)]
         quads = [Quad(s, p, o, self.bundle) for s, p, o in qualified]
-        if is_remote(self.store):
-            from cnnprov.storage.remote import RemoteStore
-
-            remote = RemoteStore(self.store)
-            try:
-                remote.extend(quads)
-            finally:
-                remote.close()
-            return
-        # Between trials: take the store the trial's run keeps open (or open it) for this one write,
-        # and keep it open in turn for the next trial's run.
-        store, unflushed = open_for_run(self.store, run_id=f"study {self.study_id}")
-        try:
-            store.extend(quads)
-        finally:
-            keep_open(self.store).hold(store, unflushed + len(quads))
-
-
+        target = self.session.target(f"study {self.study_id}")
+        target.extend(quads)
+        target.close()

@@ -22,9 +22,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from pyoxigraph import NamedNode, Quad, Store
+from pyoxigraph import NamedNode, Quad
 
-from cnnprov.storage.local import flush_memory_tables
+from cnnprov.errors import StoreWriteError
+from cnnprov.storage.protocols import WriteTarget
 
 log = logging.getLogger(__name__)
 
@@ -39,11 +40,6 @@ DEFAULT_MAX_BATCHES = 4
 DEFAULT_HAND_OVER_S = 0.05
 #: Quads written in one transaction at most: a RocksDB transaction slows down as it grows.
 TRANSACTION_QUADS = 16_384
-#: After this many quads the writer has RocksDB write its in-memory tables to disk. RocksDB, as
-#: Oxigraph configures it, lets them grow to ~2 GiB before it does so itself; flushing this often
-#: keeps a million-step run's memory flat (BENCHMARKS.md), and writes into a large store run
-#: ~15 % faster than with 4x larger tables (a sweep's runs share one open store and its count).
-MEMTABLE_FLUSH_QUADS = 65_536
 
 
 @dataclass(frozen=True)
@@ -53,7 +49,7 @@ class Replace:
     subject: NamedNode
     predicate: NamedNode
     graph: NamedNode
-    objects: tuple = ()
+    objects: tuple[Any, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -67,13 +63,10 @@ class QuadWriter:
     """A bounded buffer of quads (or items that convert to quads) and the thread that stores them.
 
     Args:
-        store: an open read-write pyoxigraph store; the writer only writes to
-            it. Or a function that opens one: it then runs on the writer thread,
-            so opening (tens of ms for RocksDB) overlaps the caller's work;
-            :meth:`wait_open` and the first waiting :meth:`flush` raise what it raised.
-            Either may come as ``(store, unflushed)``: a store taken over from an
-            earlier writer with that many quads not yet in RocksDB's disk tables
-            (see ``hand_to`` in :meth:`close`).
+        target: where the records go (a session's :class:`~cnnprov.storage.protocols.WriteTarget`).
+            Or a function that opens one: it then runs on the writer thread, so opening
+            (tens of ms for RocksDB) overlaps the caller's work; :meth:`wait_open` and the
+            first waiting :meth:`flush` raise what it raised.
         convert: turns a buffered item that is neither a ``Quad`` nor a
             :class:`Replace` into quads, or into an :class:`Update`. Runs on the writer thread, so the
             training thread can buffer cheap tuples instead of building quads.
@@ -86,7 +79,7 @@ class QuadWriter:
 
     Example::
 
-        writer = QuadWriter(pyoxigraph.Store("provenance"))
+        writer = QuadWriter(StoreLocation.parse("provenance").open_session().target("run-1"))
         writer.append(quad)
         writer.flush()   # stored when this returns
         writer.close()
@@ -94,14 +87,14 @@ class QuadWriter:
 
     def __init__(
         self,
-        store: Store | tuple[Store, int] | Callable[[], Store | tuple[Store, int]],
-        convert: Callable[[Any], Iterable[Quad]] | None = None,
+        target: WriteTarget | Callable[[], WriteTarget],
+        convert: Callable[[Any], Iterable[Quad] | Update] | None = None,
         max_buffered: int = DEFAULT_MAX_BUFFERED,
         max_batches: int = DEFAULT_MAX_BATCHES,
         hand_over_s: float = DEFAULT_HAND_OVER_S,
     ) -> None:
-        self._opener = store if callable(store) and not isinstance(store, Store) else None
-        self._store, unflushed = (None, 0) if self._opener is not None else _with_unflushed(store)
+        self._opener: Callable[[], WriteTarget] | None = target if callable(target) else None
+        self._store: WriteTarget | None = None if callable(target) else target
         self._opened = threading.Event()
         self._open_error: BaseException | None = None
         self._open_error_raised = False
@@ -110,16 +103,14 @@ class QuadWriter:
         self._convert = convert or _no_conversion
         self._max_buffered = max_buffered
         self._hand_over_s = hand_over_s
-        self._buffer: list = []
+        self._buffer: list[Any] = []
         self._oldest_at: float | None = None
-        self._batches: queue.Queue = queue.Queue(maxsize=max_batches)  # back-pressure
-        self._failed: list = []
+        self._batches: queue.Queue[list[Any] | None] = queue.Queue(maxsize=max_batches)  # back-pressure
+        self._failed: list[Any] = []
         self._written = 0  # writer thread: items of the current write already stored
         self._writing = 0  # items of the current write (not counting earlier failures)
-        self._unflushed = unflushed  # quads written since RocksDB last wrote its memory tables to disk
         self._error: BaseException | None = None
         self._closed = False
-        self._hand_to: Callable[[Store | None, int], None] | None = None
         self._thread = threading.Thread(target=self._run, name="cnnprov-writer", daemon=True)
         self._thread.start()
         # Flush on interpreter exit too; a weak reference keeps atexit from pinning the writer.
@@ -156,8 +147,8 @@ class QuadWriter:
         """Whether the store is still being opened on the writer thread."""
         return not self._opened.is_set()
 
-    def wait_open(self, raise_error: bool = True) -> Store | None:
-        """Wait until the store is open and return it; raise what opening it raised (``None`` without ``raise_error``)."""
+    def wait_open(self, raise_error: bool = True) -> WriteTarget | None:
+        """Wait until the target is open and return it; raise what opening it raised (``None`` without ``raise_error``)."""
         self._opened.wait()
         if self._open_error is not None and raise_error:
             self._open_error_raised = True
@@ -188,21 +179,14 @@ class QuadWriter:
             self._store_items(batch)
         self._raise_pending_error()
 
-    def close(self, wait: bool = True, hand_to: Callable[[Store | None, int], None] | None = None) -> None:
-        """Store everything buffered, stop the thread and release the store. Safe to call twice.
+    def close(self, wait: bool = True) -> None:
+        """Store everything buffered and stop the thread. Safe to call twice.
 
-        Everything is durable when this returns. Releasing the store comes after: the writer
-        thread has RocksDB write its in-memory tables to disk first, so that whoever opens the
-        store next need not replay its log (which grows with every run that skips this). With
-        ``wait=False`` that happens in the background.
-        ``hand_to``, if given, gets the store (``None`` if it never opened) and the count of quads
-        not yet in RocksDB's disk tables instead, on the writer thread, to keep it open.
+        Everything is durable when this returns; with ``wait=False`` the thread ends in the
+        background. The target stays open: it belongs to its session.
         """
         if self._closed:
-            if hand_to is not None:  # closed before (at exit, say): the store is let go of already
-                hand_to(None, 0)
             return
-        self._hand_to = hand_to
         try:
             self.flush(wait=True)
         finally:
@@ -223,7 +207,7 @@ class QuadWriter:
         batches = self._batches
         if self._opener is not None:
             try:
-                self._store, self._unflushed = _with_unflushed(self._opener())
+                self._store = self._opener()
             except BaseException as error:  # raised to the caller at its next wait
                 self._open_error = error
             finally:
@@ -241,7 +225,6 @@ class QuadWriter:
                 for _ in taken:
                     batches.task_done()
                 if stop:
-                    self._release()
                     return
                 continue
             try:
@@ -250,21 +233,9 @@ class QuadWriter:
                 for _ in taken:
                     batches.task_done()
             if stop:
-                self._release()
                 return
 
-    def _release(self) -> None:
-        """Writer thread, after the last write: in-memory tables to disk, then drop the store."""
-        store, self._store = self._store, None
-        if self._open_error is not None:
-            store = None
-        if self._hand_to is not None:
-            self._hand_to(store, self._unflushed)
-        elif store is not None:
-            flush_memory_tables(store)
-        del store  # the last reference, unless handed on: RocksDB closes and lets go of its lock
-
-    def _store_items(self, batch: list) -> None:
+    def _store_items(self, batch: list[Any]) -> None:
         """Store earlier failures and ``batch``; on an error keep what was not stored, to retry."""
         items = self._failed + batch if self._failed else batch
         self._written = 0
@@ -280,13 +251,15 @@ class QuadWriter:
         finally:
             self._writing = 0
 
-    def _write(self, items: list) -> None:
+    def _write(self, items: list[Any]) -> None:
         """Store ``items`` in order; ``self._written`` counts those stored, should one write fail.
 
         An item is converted once: its quads (or update) replace it in ``items``, so that a
         write that fails is retried with what it was, not converted again (conversion may keep
         state, such as a run's count of values and its summaries).
         """
+        target = self._store
+        assert target is not None  # opened: the writer thread stores nothing otherwise
         quads: list[Quad] = []
         for index, item in enumerate(items):
             if not isinstance(item, (Quad, Replace, Update, _Converted)):
@@ -301,9 +274,9 @@ class QuadWriter:
                 self._written = index
                 quads = []
                 if isinstance(item, Replace):
-                    self._replace(item)
+                    target.replace(item.subject, item.predicate, item.graph, item.objects)
                 else:
-                    self._store.update(item.sparql)
+                    target.update(item.sparql)
                 self._written = index + 1
                 continue
             if len(quads) >= TRANSACTION_QUADS:
@@ -314,36 +287,22 @@ class QuadWriter:
         self._written = len(items)
 
     def _store_quads(self, quads: list[Quad]) -> None:
-        if not quads:
+        if not quads or self._store is None:
             return
         # One transaction; pyoxigraph writes with the GIL released, so the training thread runs on.
         # (N-Quads text through Store.load would spare the Python side of building quads, but
         # parsing it cost the store ~60 % more CPU per value: measured in BENCHMARKS.md.)
         self._store.extend(quads)
-        self._unflushed += len(quads)
-        if self._unflushed >= MEMTABLE_FLUSH_QUADS:
-            self._store.flush()  # GIL released too
-            self._unflushed = 0
-
-    def _replace(self, item: Replace) -> None:
-        for old in list(self._store.quads_for_pattern(item.subject, item.predicate, None, item.graph)):
-            self._store.remove(old)
-        self._store.extend(Quad(item.subject, item.predicate, o, item.graph) for o in item.objects)
 
     def _raise_pending_error(self) -> None:
         if self._error is not None and not self._failed:
             self._error = None
         if self._error is not None:
             error, self._error = self._error, None
-            raise OSError(
+            raise StoreWriteError(
                 f"cnnprov could not write {len(self._failed)} buffered records to the provenance "
                 f"store ({error}); they are kept in memory and retried at the next flush"
             ) from error
-
-
-def _with_unflushed(store: Store | tuple[Store, int]) -> tuple[Store, int]:
-    """``(store, quads not yet in RocksDB's disk tables)``: as given, or a store with none counted."""
-    return store if isinstance(store, tuple) else (store, 0)
 
 
 class _Converted(tuple):

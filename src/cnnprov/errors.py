@@ -1,0 +1,46 @@
+"""Every error cnnprov raises on purpose: one hierarchy, based on :class:`Exception`.
+
+Each message says what was wrong and what to do. Catch :class:`CnnprovError` for all of them.
+"""
+
+from __future__ import annotations
+
+
+class CnnprovError(Exception):
+    """Base of every error cnnprov raises on purpose."""
+
+
+class StoreError(CnnprovError):
+    """A provenance store cannot be opened, read or written; the message says why and what to do."""
+
+
+class StoreNotFoundError(StoreError):
+    """No provenance store at the given location."""
+
+
+class StoreLockedError(StoreError):
+    """Another process holds the embedded store for writing."""
+
+
+class StoreOpenInThisProcessError(StoreLockedError):
+    """This process holds the store already (a run not yet finished, an rdflib dataset not closed)."""
+
+
+class StoreWriteError(StoreError):
+    """Records could not be written; they are kept and retried."""
+
+
+class QueryError(CnnprovError, ValueError):
+    """A query cannot run as asked: unknown query or parameter, bad value, or a syntax error."""
+
+
+class QueryNotFoundError(QueryError, LookupError):
+    """No bundled query or ``.rq`` file by that name."""
+
+
+class RunNotFoundError(CnnprovError, LookupError):
+    """No run (or more than one) matches the given id."""
+
+
+class PictureError(CnnprovError, RuntimeError):
+    """A picture cannot be drawn (Graphviz missing, or it failed)."""

@@ -1,0 +1,158 @@
+"""A store is held by a session: one run's, or a whole sweep's that its runs share.
+
+A single run opens its store and lets go of it when it ends; a sweep holds one session for
+all its runs, so they neither open nor let go of it one by one. Readers in this process,
+other processes, a kill and the interpreter's exit see no difference but the one holder.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pyoxigraph as ox
+import pytest
+
+import cnnprov
+from cnnprov import ProvStore, RunRecorder
+from cnnprov.errors import StoreLockedError
+from cnnprov.storage.advertisement import read_holder
+from cnnprov.storage.local import wait_released
+
+LOSS_VALUES = (
+    "SELECT ?value WHERE { ?v <http://www.w3.org/ns/mls#specifiedBy> ?m ; <http://www.w3.org/ns/mls#hasValue> ?value ."
+    " ?m <http://www.w3.org/2000/01/rdf-schema#label> 'loss' }"
+)
+
+
+def record(store, name: str, values: int = 3) -> RunRecorder:
+    recorder = RunRecorder(store, name=name, serve_reads=False)
+    recorder.start(new_run=True)
+    recorder.epoch_started(0)
+    for step in range(values):
+        recorder.log_metrics({"loss": 1.0 / (step + 1), "epoch": 0}, step=step)
+    recorder.epoch_ended(0)
+    recorder.finish("success")
+    recorder.close()
+    return recorder
+
+
+def opens(path) -> int:
+    """How often the store was opened: RocksDB starts a new info log each time, keeping the last as LOG.old.*."""
+    return 1 + len(list(path.glob("LOG.old.*")))
+
+
+def test_runs_recorded_through_a_session_share_its_open_store(tmp_path):
+    path = tmp_path / "provenance"
+    with cnnprov.open_session(path, serve_reads=False) as session:
+        first = record(session, "first")
+        assert read_holder(path).run_id == first.run_id  # the session advertises the run it records
+        second = record(session, "second")
+        assert read_holder(path).run_id == second.run_id
+        assert sorted(ProvStore(path).runs().column("name")) == ["first", "second"]  # read in the process
+    wait_released(path)
+    assert read_holder(path) is None
+    assert opens(path) == 1
+    assert sorted(ProvStore(path).runs().column("name")) == ["first", "second"]
+
+
+def test_runs_without_a_session_each_open_and_let_go_of_the_store(tmp_path):
+    path = tmp_path / "provenance"
+    record(path, "first")
+    record(path, "second")  # waits for the first run's session to let go, in this process
+    wait_released(path)
+    assert opens(path) == 2
+    ox.Store(str(path))  # let go of: pyoxigraph itself can open it
+
+
+def test_another_process_can_write_once_a_single_run_has_ended(tmp_path):
+    path = tmp_path / "provenance"
+    record(path, "here")
+    script = f"from cnnprov import RunRecorder; r = RunRecorder({str(path)!r}, name='there'); r.start(); r.finish(); r.close()"
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=60)
+    assert sorted(ProvStore(path).runs().column("name")) == ["here", "there"]
+
+
+def test_a_second_session_in_the_same_process_is_refused_with_the_reason(tmp_path):
+    path = tmp_path / "provenance"
+    with cnnprov.open_session(path, serve_reads=False):
+        with pytest.raises(StoreLockedError, match="this process already has"):
+            cnnprov.open_session(path)
+
+
+def test_a_reader_in_another_process_reads_through_the_session_between_a_sweeps_runs(tmp_path):
+    path = tmp_path / "provenance"
+    script = textwrap.dedent(
+        f"""
+        import sys
+        import cnnprov
+        from cnnprov import RunRecorder
+
+        def run(session, name):
+            recorder = RunRecorder(session, name=name)
+            recorder.start(new_run=True)
+            recorder.epoch_started(0)
+            recorder.log_metrics({{"loss": 1.0, "epoch": 0}}, step=0)
+            recorder.epoch_ended(0)
+            recorder.finish("success")
+            recorder.close()
+
+        with cnnprov.open_session({str(path)!r}) as session:  # serving reads
+            run(session, "first")
+            print("BETWEEN", flush=True)
+            sys.stdin.readline()  # the sweep builds its next model: the session still serves the store
+            run(session, "second")
+        """
+    )
+    process = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout.readline().startswith("BETWEEN")
+        assert ProvStore(path).runs().column("name") == ["first"]  # through the session's read endpoint
+        process.stdin.write("go\n")
+        process.stdin.flush()
+    finally:
+        process.stdin.close()
+        assert process.wait(timeout=60) == 0
+    assert sorted(ProvStore(path).runs().column("name")) == ["first", "second"]
+
+
+def test_a_process_killed_while_its_session_holds_the_store_lost_nothing(tmp_path):
+    path = tmp_path / "provenance"
+    script = textwrap.dedent(
+        f"""
+        import time
+        import cnnprov
+        from cnnprov import RunRecorder
+        session = cnnprov.open_session({str(path)!r})
+        recorder = RunRecorder(session, name="killed-after")
+        recorder.start(new_run=True)
+        recorder.epoch_started(0)
+        for step in range(50):
+            recorder.log_metrics({{"loss": 1.0 / (step + 1), "epoch": 0}}, step=step)
+        recorder.epoch_ended(0)
+        recorder.finish("success")
+        recorder.close()
+        print("HELD", flush=True)
+        time.sleep(120)
+        """
+    )
+    process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout.readline().startswith("HELD")
+        os.kill(process.pid, signal.SIGKILL)
+    finally:
+        process.wait(timeout=60)
+    store = ProvStore(path)
+    assert store.runs().column("status") == ["success"]
+    assert sorted(store.sparql(LOSS_VALUES).column("value")) == sorted(1.0 / (step + 1) for step in range(50))
+
+
+def test_a_session_left_open_is_closed_at_interpreter_exit(tmp_path):
+    path = tmp_path / "provenance"
+    script = f"import cnnprov; from cnnprov import RunRecorder; s = cnnprov.open_session({str(path)!r}); r = RunRecorder(s); r.start(); r.finish(); r.close()"
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=60)
+    assert read_holder(path) is None  # it let go of the store and withdrew its advertisement
+    assert ProvStore(path).runs().column("status") == ["success"]
