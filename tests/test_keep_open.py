@@ -119,7 +119,8 @@ def test_a_process_killed_while_it_keeps_the_store_open_lost_nothing(tmp_path):
     store = ProvStore(path)
     assert store.runs().column("status") == ["success"]
     values = store.sparql(
-        "SELECT ?value WHERE { ?v <http://www.w3.org/ns/mls#specifiedBy> ?m ; <http://www.w3.org/ns/mls#hasValue> ?value ."
+        "SELECT ?value WHERE { ?v <http://www.w3.org/ns/mls#specifiedBy> ?m ;"
+        " <http://www.w3.org/ns/mls#hasValue> ?value ."
         " ?m <http://www.w3.org/2000/01/rdf-schema#label> 'loss' }"
     ).column("value")
     assert sorted(values) == sorted(1.0 / (step + 1) for step in range(50))
