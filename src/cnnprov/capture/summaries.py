@@ -57,7 +57,11 @@ class RunningSummary:
             Quad(node, CNNPROV.ofMeasure, measure, graph),
             Quad(node, CNNPROV.valueCount, integer_literal(self.count), graph),
         ]
-        for prop, value in ((CNNPROV.minValue, self.low), (CNNPROV.maxValue, self.high), (CNNPROV.lastValue, self.last)):
+        for prop, value in (
+            (CNNPROV.minValue, self.low),
+            (CNNPROV.maxValue, self.high),
+            (CNNPROV.lastValue, self.last),
+        ):
             if value is not None:
                 quads.append(Quad(node, prop, double_literal(value), graph))
         for prop, epoch in (
