@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import itertools
 import platform
 from pathlib import Path
 
@@ -46,7 +47,9 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> tuple[ProvStore, ProvL
     csv_logger = CSVLogger(root / "csv", name="run")
     checkpoints = ModelCheckpoint(dirpath=root / "ckpt", save_top_k=-1, monitor="val_loss", every_n_epochs=1)
     trainer = tiny_trainer(root, [logger, csv_logger], max_epochs=3, callbacks=[checkpoints])
-    trainer.fit(DigitsCNN(lr=0.1, dropout=0.3, filters=8, kernel_size=3, step_size=1, gamma=0.5), datamodule=tiny_data())
+    trainer.fit(
+        DigitsCNN(lr=0.1, dropout=0.3, filters=8, kernel_size=3, step_size=1, gamma=0.5), datamodule=tiny_data()
+    )
     return ProvStore(root / "provenance"), logger, Path(csv_logger.log_dir)
 
 
@@ -137,7 +140,8 @@ def test_nested_and_unserializable_hyperparameters_never_fail(store_path, tmp_pa
         row["name"]: row["value"]
         for row in ask(
             ProvStore(store_path),
-            "SELECT ?name ?value WHERE { ?s a mls:HyperParameterSetting ; mls:specifiedBy [ rdfs:label ?name ] ; mls:hasValue ?value }",
+            "SELECT ?name ?value WHERE { ?s a mls:HyperParameterSetting ;"
+            " mls:specifiedBy [ rdfs:label ?name ] ; mls:hasValue ?value }",
         )
     }
     assert values["optimizer.name"] == "sgd"
@@ -199,13 +203,14 @@ def test_optimizer_scheduler_and_every_learning_rate_change(recorded):
         store,
         """SELECT ?class ?interval ?step WHERE { ?s a cnnprov:LearningRateScheduler ; cnnprov:pythonClass ?class ;
              cnnprov:schedulerInterval ?interval ; cnnprov:adjusts ?opt .
-             ?setting cnnprov:settingOf ?s ; mls:specifiedBy [ rdfs:label "scheduler.step_size" ] ; mls:hasValue ?step }""",
+             ?setting cnnprov:settingOf ?s ; mls:specifiedBy [ rdfs:label "scheduler.step_size" ] ;
+             mls:hasValue ?step }""",
     )
     assert scheduler["class"].endswith("StepLR") and scheduler["interval"] == "epoch" and scheduler["step"] == 1
     changes = ask(
         store,
-        """SELECT ?epoch ?old ?new WHERE { ?new_setting prov:wasGeneratedBy ?adaptation ; prov:wasDerivedFrom ?old_setting ;
-             mls:hasValue ?new . ?old_setting mls:hasValue ?old .
+        """SELECT ?epoch ?old ?new WHERE { ?new_setting prov:wasGeneratedBy ?adaptation ;
+             prov:wasDerivedFrom ?old_setting ; mls:hasValue ?new . ?old_setting mls:hasValue ?old .
              ?adaptation a cnnprov:LearningRateAdaptation ; cnnprov:atEpoch ?epoch ; prov:used ?old_setting }
            ORDER BY ?epoch""",
     )
@@ -222,7 +227,8 @@ def test_train_and_validation_data(recorded):
         row["role"]: row
         for row in ask(
             store,
-            """SELECT ?role ?class ?samples ?batch WHERE { ?run prov:used ?d . ?d a mls:Dataset ; cnnprov:dataRole ?role ;
+            """SELECT ?role ?class ?samples ?batch WHERE { ?run prov:used ?d .
+                 ?d a mls:Dataset ; cnnprov:dataRole ?role ;
                  cnnprov:pythonClass ?class ; cnnprov:sampleCount ?samples ; cnnprov:batchSize ?batch }""",
         )
     }
@@ -243,7 +249,7 @@ def test_one_epoch_activity_per_epoch_in_order(recorded):
     )
     assert [e["index"] for e in epochs] == [0, 1, 2]
     assert [e["previous"] for e in epochs] == [None, 0, 1]
-    for epoch, following in zip(epochs, epochs[1:]):
+    for epoch, following in itertools.pairwise(epochs):
         assert epoch["end"] <= following["start"]
     for epoch in epochs:
         assert epoch["start"] < epoch["end"]
@@ -297,7 +303,8 @@ def test_every_checkpoint_hash_matches_its_file(recorded):
         row["epoch"]: row["value"]
         for row in ask(
             store,
-            'SELECT ?epoch ?value WHERE { ?v mls:specifiedBy [ rdfs:label "val_loss" ] ; cnnprov:atEpoch ?epoch ; mls:hasValue ?value }',
+            'SELECT ?epoch ?value WHERE { ?v mls:specifiedBy [ rdfs:label "val_loss" ] ;'
+            " cnnprov:atEpoch ?epoch ; mls:hasValue ?value }",
         )
     }
     for checkpoint in checkpoints:
@@ -357,7 +364,8 @@ def test_two_runs_in_one_store_are_both_ranked(sweep_store):
         best = ask(
             sweep_store,
             """SELECT ?id (MAX(?v) AS ?best) WHERE { ?r cnnprov:runId ?id . ?e cnnprov:partOfRun ?r .
-                 ?m prov:wasGeneratedBy ?e ; mls:specifiedBy [ rdfs:label "val_acc" ] ; mls:hasValue ?v } GROUP BY ?id""",
+                 ?m prov:wasGeneratedBy ?e ; mls:specifiedBy [ rdfs:label "val_acc" ] ; mls:hasValue ?v }
+               GROUP BY ?id""",
             id=row["run_id"],
         )
         assert row["best"] == best[0]["best"]

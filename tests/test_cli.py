@@ -196,7 +196,7 @@ def test_runs_csv_has_a_header_and_a_row_per_run(sweep_store, runs):
     rows = list(csv.reader(io.StringIO(ok("runs", "--format", "csv", "--store", sweep_store.path))))
     assert rows[0] == RUNS_COLUMNS
     assert len(rows) == 3
-    by_id = {row[0]: dict(zip(RUNS_COLUMNS, row)) for row in rows[1:]}
+    by_id = {row[0]: dict(zip(RUNS_COLUMNS, row, strict=False)) for row in rows[1:]}
     for run in runs:
         row = by_id[run["run_id"]]
         assert row["name"] == run["name"] and row["status"] == "success" and int(row["epochs"]) == 2
@@ -222,7 +222,8 @@ def test_run_ids_are_accepted_by_export_and_run_parameters(sweep_store, run_ids,
         for given in (run_id, run_id[:8]):
             exported = ok("export", "--run", given, "--format", "nquads", "--store", sweep_store.path)
             assert run_id in exported and other not in exported
-            rows = json.loads(ok("query", query_file, "--param", f"run={given}", "-f", "json", "--store", sweep_store.path))
+            answer = ok("query", query_file, "--param", f"run={given}", "-f", "json", "--store", sweep_store.path)
+            rows = json.loads(answer)
             assert rows == [{"run_id": run_id, "name": name}]
 
 

@@ -56,11 +56,11 @@ def test_every_term_a_recorded_run_uses_is_declared(sweep_store, ontology, ml_sc
     ours = _declared(ontology)
     undeclared = []
     for term in used:
-        if term.startswith(CNNPROV_NS) and term not in ours:
-            undeclared.append(term)
-        elif term.startswith(PROV_NS) and rdflib.URIRef(term) not in RDFLIB_PROV:
-            undeclared.append(term)
-        elif term.startswith(MLS_NS) and term not in ml_schema_terms:
+        if (
+            (term.startswith(CNNPROV_NS) and term not in ours)
+            or (term.startswith(PROV_NS) and rdflib.URIRef(term) not in RDFLIB_PROV)
+            or (term.startswith(MLS_NS) and term not in ml_schema_terms)
+        ):
             undeclared.append(term)
     assert undeclared == []
     # the check has teeth: the run does use terms from all three namespaces

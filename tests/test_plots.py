@@ -20,7 +20,8 @@ def test_learning_curves_draw_one_line_per_run_labelled_by_what_differs(sweep_st
              ?v <http://www.w3.org/ns/mls#specifiedBy> [ <http://www.w3.org/2000/01/rdf-schema#label> "val_acc" ] ;
                 <http://www.w3.org/ns/mls#hasValue> ?value ; <https://w3id.org/cnnprov/ns#atEpoch> ?epoch ;
                 <http://www.w3.org/ns/prov#wasGeneratedBy> [ <https://w3id.org/cnnprov/ns#partOfRun>
-                   [ <https://w3id.org/cnnprov/ns#runId> ?id ; <http://www.w3.org/2000/01/rdf-schema#label> ?name ] ] }"""
+                   [ <https://w3id.org/cnnprov/ns#runId> ?id ;
+                     <http://www.w3.org/2000/01/rdf-schema#label> ?name ] ] }"""
     ):
         expected.setdefault(row["name"].replace("dropout=0.0", "dropout=0"), []).append((row["epoch"], row["value"]))
     for line in lines:
@@ -32,7 +33,9 @@ def test_learning_curves_draw_one_line_per_run_labelled_by_what_differs(sweep_st
 def test_hyperparameter_effect_puts_each_run_at_its_value(sweep_store, tmp_path):
     figure = plots.hyperparameter_effect(sweep_store, "dropout", metric="val_acc")
     points = figure.axes[0].collections[0].get_offsets()
-    best = {row["hyperparameters"].split("dropout=")[1].split(",")[0]: row["best"] for row in sweep_store.query("best-runs")}
+    best = {
+        row["hyperparameters"].split("dropout=")[1].split(",")[0]: row["best"] for row in sweep_store.query("best-runs")
+    }
     got = sorted(map(tuple, points))
     want = sorted((float(k), v) for k, v in best.items())
     assert [x for x, _ in got] == [x for x, _ in want]

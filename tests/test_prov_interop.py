@@ -193,7 +193,7 @@ def test_the_recorder_writes_both_forms_of_usage_generation_and_association_and_
 
 # -- 2. prov reads the Turtle export ------------------------------------------------------------------
 def test_prov_reads_a_turtle_export_dropping_nothing_and_duplicating_nothing(run_turtle):
-    run_id, turtle = run_turtle
+    _run_id, turtle = run_turtle
     graph = rdflib.Graph().parse(data=turtle, format="turtle")
     document, warned = read_with_prov(turtle, format="rdf", rdf_format="turtle")
     kinds = collections.Counter(type(r).__name__ for r in document.get_records())

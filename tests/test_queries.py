@@ -241,7 +241,7 @@ def test_epoch_metrics_gives_every_epoch_with_its_epoch_level_values(library):
     epochs = library.raw.epochs(run_id)
     assert sorted(epochs) == list(range(EPOCHS))
     expected = set()
-    for index, node in epochs.items():
+    for index, _node in epochs.items():
         logged = [v for v in library.raw.values(run_id) if v["epoch"] == index]
         counts = defaultdict(int)
         for v in logged:
@@ -335,7 +335,7 @@ def test_compare_runs_shows_what_only_one_run_has_as_missing_on_the_other_side(l
     assert found[("optimizer/0/group/0", "optimizer.initial_lr")] == (None, DEFAULT_LR, "missing in a")
     assert found[("data/test", "sampleCount")] == (None, IMAGES // 10, "missing in a")
     assert ("run", "lr") not in found and ("optimizer/0/group/0", "optimizer.lr") not in found
-    assert [r["component"] for r in rows][0] == "run"
+    assert next(r["component"] for r in rows) == "run"
     a, b = library.ids["steplr"][:8], library.ids["dropout-0.0"][:8]  # the CLI takes the start of an id
     swapped = cli_json("compare-runs", library.path, run_a=a, run_b=b)
     assert {(r["component"], r["setting"]): (r["value_b"], r["value_a"]) for r in swapped} == {
@@ -526,7 +526,7 @@ def _final_and_min(library: Library, run_id: str, metric: str = "val_loss") -> d
 def test_overfitting_lists_runs_whose_validation_loss_ended_above_its_minimum(library):
     rows = library.query("overfitting")
     expected = {}
-    for name, run_id in library.ids.items():
+    for _name, run_id in library.ids.items():
         values = _final_and_min(library, run_id)
         if values["final_value"] > values["min_value"]:
             expected[run_id] = values

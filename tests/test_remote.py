@@ -55,10 +55,10 @@ GROUP BY ?id ?metric
 """
 
 # One tiny training process: a ProvLogger on the server and a CSVLogger beside it, to compare with.
-TRAIN_SCRIPT = """
+TRAIN_SCRIPT = f"""
 import sys
 from pathlib import Path
-sys.path.insert(0, {tests!r})
+sys.path.insert(0, {str(HERE)!r})
 from lightning.pytorch.loggers import CSVLogger
 from helpers import tiny_data, tiny_trainer
 from cnnprov import ProvLogger
@@ -68,7 +68,7 @@ logger = ProvLogger(store=url, run_name=name)
 csv_logger = CSVLogger(root, name="csv", version=0)
 tiny_trainer(root, [logger, csv_logger], max_epochs=epochs).fit(DigitsCNN(), datamodule=tiny_data())
 print(logger.run_id, csv_logger.log_dir, flush=True)
-""".format(tests=str(HERE))
+"""
 
 
 def oxigraph_executable() -> str:
@@ -150,7 +150,9 @@ def test_a_run_logged_to_the_server_reads_like_a_local_one(server, tmp_path):
     (run,) = json.loads(listed.stdout)
     assert (run["run_id"], run["name"], run["status"], run["epochs"]) == (logger.run_id, "shared", "success", 2)
 
-    best = cli("query", "best-runs", "--store", server.url, "--param", "metric=val_loss", "--param", "order=min", "-f", "json")
+    best = cli(
+        "query", "best-runs", "--store", server.url, "--param", "metric=val_loss", "--param", "order=min", "-f", "json"
+    )
     assert best.returncode == 0, best.stderr
     (row,) = json.loads(best.stdout)
     losses = ProvStore(server.url).query("epoch-metrics", run=logger.run_id).to_dicts()
@@ -178,7 +180,8 @@ def test_every_bundled_query_answers_over_http_as_on_the_embedded_store(sweep_st
         required = {"run": run, "run_a": run, "run_b": sweep_store.runs().column("run_id")[1], "checkpoint": checkpoint,
                     "dataset": "TensorDataset", "name": "dropout"}
         calls = [("best-runs", {"metric": "val_loss", "order": "min"}), ("hyperparameters", {"include": "all"}),
-                 ("epoch-metrics", {"run": run[:8], "max_values": 20}), ("learning-curves", {"metric": "train_loss_step"})]
+                 ("epoch-metrics", {"run": run[:8], "max_values": 20}),
+                 ("learning-curves", {"metric": "train_loss_step"})]
         for name in bundled_queries():
             needed = [p for p, spec in load_query(name).parameters.items() if spec.required]
             if set(needed) <= set(required):  # a query added later with a parameter unknown here waits for this list
@@ -189,7 +192,8 @@ def test_every_bundled_query_answers_over_http_as_on_the_embedded_store(sweep_st
             assert shared.columns == local.columns, name
             assert sorted(map(repr, shared.rows)) == sorted(map(repr, local.rows)), (name, params)
             answered |= {name} if len(local) else set()
-        assert {"runs", "best-runs", "hyperparameters", "epoch-metrics", "layers", "lineage", "compare-runs"} <= answered
+        expected = {"runs", "best-runs", "hyperparameters", "epoch-metrics", "layers", "lineage", "compare-runs"}
+        assert expected <= answered
 
         # an endpoint that is not Oxigraph: the union named with default-graph-uri, as the protocol says
         count = f"SELECT (COUNT(DISTINCT ?e) AS ?n) WHERE {{ ?e a <{CNNPROV}Epoch> }}"
@@ -213,7 +217,8 @@ def test_bound_variables_mean_what_pyoxigraph_substitutions_mean():
     store.add(ox.Quad(ox.NamedNode("http://x/c"), ox.NamedNode("http://x/p"), odd, ox.NamedNode("http://x/g")))
     cases = [
         ("SELECT ?x ?s WHERE { { ?s <http://x/p> ?o FILTER(?o = ?x) } }", 1),  # nested filter
-        ("SELECT ?x ?s WHERE { { SELECT ?s WHERE { ?s <http://x/p> ?o FILTER(?o = ?x) } } }", 1),  # not projected inside
+        # not projected inside
+        ("SELECT ?x ?s WHERE { { SELECT ?s WHERE { ?s <http://x/p> ?o FILTER(?o = ?x) } } }", 1),
         ("SELECT ?x ?s WHERE { { SELECT ?s ?x WHERE { ?s <http://x/p> ?x } } }", 1),
         ("SELECT ?x ?s WHERE { ?s <http://x/p> ?o MINUS { ?s <http://x/p> ?x } }", 1),
         ("SELECT ?x ?y WHERE { BIND(?x + 1 AS ?y) }", 1),
@@ -314,7 +319,9 @@ def test_serve_puts_a_store_directory_on_the_sparql_protocol(sweep_store):
         line = serving.stdout.readline()
         url = line.split(" at ")[1].split()[0]
         assert url.startswith("http://127.0.0.1:") and url.endswith("/sparql"), line
-        query = urllib.parse.urlencode({"query": f"SELECT (COUNT(DISTINCT ?r) AS ?n) WHERE {{ ?r <{CNNPROV}runId> ?id }}"})
+        query = urllib.parse.urlencode(
+            {"query": f"SELECT (COUNT(DISTINCT ?r) AS ?n) WHERE {{ ?r <{CNNPROV}runId> ?id }}"}
+        )
         request = urllib.request.Request(f"{url}?{query}", headers={"Accept": "application/sparql-results+json"})
         answer = json.loads(urllib.request.urlopen(request, timeout=30).read())
         assert answer["results"]["bindings"][0]["n"]["value"] == "2"
@@ -358,7 +365,8 @@ def test_a_spool_is_one_sparql_update_that_push_can_also_apply_to_a_store_direct
     assert pushed.returncode == 0, pushed.stderr
     assert not (tmp_path / "run.ru").exists()
     reopened = ox.Store(str(store_dir))
-    assert [q.object.value for q in reopened.quads_for_pattern(run, status, None, graph)] == ['success \\u0022 "quoted"']
+    statuses = [q.object.value for q in reopened.quads_for_pattern(run, status, None, graph)]
+    assert statuses == ['success \\u0022 "quoted"']
 
 
 def test_a_recorder_with_a_stored_run_id_continues_that_run_on_the_server(server):

@@ -200,9 +200,11 @@ def test_the_next_run_uses_the_store_a_killed_process_left(killed, tmp_path):
 
 def test_a_stale_advertisement_is_not_named_as_the_holder_of_a_locked_store(killed, tmp_path):
     path = copy_of(killed, tmp_path)
-    with holding(SILENT_HOLDER.format(path=str(path)), tmp_path / "reader.txt"):
-        with pytest.raises(StoreLockedError) as raised:
-            StoreLocation.parse(path, lock_wait_s=0.1).open_session(serve_reads=False)
+    with (
+        holding(SILENT_HOLDER.format(path=str(path)), tmp_path / "reader.txt"),
+        pytest.raises(StoreLockedError) as raised,
+    ):
+        StoreLocation.parse(path, lock_wait_s=0.1).open_session(serve_reads=False)
     message = str(raised.value)
     assert f"not the advertised writer, process {killed['pid']}, which has ended" in message
     assert "in use by process" not in message
@@ -844,7 +846,7 @@ def test_queries_cannot_change_the_store_and_bind_values_literally(injected, rou
 
     before = _quad_count(injected)
     if route == "sparql":
-        with pytest.raises(QueryError, match="not valid SPARQL|not a SELECT"):
+        with pytest.raises(QueryError, match=r"not valid SPARQL|not a SELECT"):
             ProvStore(injected).sparql(text)
     elif route == "cli":
         code = main(["query", "best-runs", "--store", str(injected), "--format", "json", "--param", text])

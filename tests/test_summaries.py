@@ -199,7 +199,8 @@ def test_the_hyperparameter_list_of_each_run_says_what_its_own_settings_say(swee
         text = "true" if value is True else "false" if value is False else "None" if value is None else str(value)
         expected.setdefault(row["run_id"], {})[row["name"]] = text
     listed = sweep_store.sparql(
-        PREFIXES + "SELECT ?run_id ?list WHERE { GRAPH ?g { ?run cnnprov:runId ?run_id ; cnnprov:hyperparameterList ?list } }"
+        PREFIXES
+        + "SELECT ?run_id ?list WHERE { GRAPH ?g { ?run cnnprov:runId ?run_id ; cnnprov:hyperparameterList ?list } }"
     ).to_dicts()
     assert len(listed) == len(expected) == 2
     for row in listed:
@@ -232,7 +233,9 @@ def expected_epoch_statistics(store: ProvStore) -> dict[str, dict]:
     expected = {}
     for run_id, by_index in epochs.items():
         ended = [seconds for seconds in by_index.values() if seconds is not None]
-        expected[run_id] = {"started": len(by_index), "ended": len(ended), "total": sum(ended), "slowest": max(ended, default=None)}
+        expected[run_id] = {
+            "started": len(by_index), "ended": len(ended), "total": sum(ended), "slowest": max(ended, default=None)
+        }
     return expected
 
 

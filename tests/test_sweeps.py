@@ -41,7 +41,9 @@ def study(tmp_path_factory):
     recorder = OptunaStudyRecorder(study, store=root / "provenance")
 
     def objective(trial):
-        model = DigitsCNN(lr=trial.suggest_float("lr", 0.01, 0.3, log=True), filters=trial.suggest_categorical("filters", [4, 8]))
+        model = DigitsCNN(
+            lr=trial.suggest_float("lr", 0.01, 0.3, log=True), filters=trial.suggest_categorical("filters", [4, 8])
+        )
         trainer = tiny_trainer(root, recorder.logger(trial), callbacks=[Report(trial)])
         trainer.fit(model, datamodule=tiny_data())
         return float(trainer.callback_metrics["val_acc"])
@@ -58,7 +60,7 @@ def test_each_trial_run_is_linked_to_the_study_with_its_state_and_the_sampler_as
     assert [t["state"] for t in trials] == [t.state.name for t in optuna_study.trials]
     assert trials[1]["state"] == "PRUNED"
     assert {t["sampler"] for t in trials} == {"RandomSampler"}
-    for row, trial in zip(trials, optuna_study.trials):
+    for row, trial in zip(trials, optuna_study.trials, strict=False):
         assert row["run_id"] == trial.user_attrs["cnnprov_run_id"]
         chosen = dict(pair.split("=") for pair in row["settings"].split(", "))
         assert chosen == {k: str(v) if not isinstance(v, float) else chosen[k] for k, v in trial.params.items()}

@@ -290,7 +290,8 @@ def test_a_store_with_an_optuna_study_conforms_and_reports_the_study(tmp_path, s
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(study_name="digits", direction="maximize", sampler=optuna.samplers.RandomSampler(seed=1))
+    sampler = optuna.samplers.RandomSampler(seed=1)
+    study = optuna.create_study(study_name="digits", direction="maximize", sampler=sampler)
     recorder = OptunaStudyRecorder(study, store=store_path)
 
     def objective(trial):

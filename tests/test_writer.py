@@ -82,7 +82,8 @@ def test_buffered_records_reach_the_store_at_interpreter_exit(tmp_path):
     (run,) = store.runs().to_dicts()
     assert (run["name"], run["status"], run["ended"], run["epochs"]) == ("left-open", "running", None, 1)
     values = store.sparql(
-        "SELECT ?v ?step WHERE { ?m <http://www.w3.org/ns/mls#hasValue> ?v ; <https://w3id.org/cnnprov/ns#atStep> ?step }"
+        "SELECT ?v ?step WHERE { ?m <http://www.w3.org/ns/mls#hasValue> ?v ;"
+        " <https://w3id.org/cnnprov/ns#atStep> ?step }"
     ).to_dicts()
     assert values == [{"v": 0.5, "step": 3}]
 
@@ -111,7 +112,10 @@ def test_a_second_writer_gets_a_clear_message_naming_the_holder(tmp_path):
     "make_path, message",
     [
         (lambda tmp: (tmp / "file.txt").write_text("x") and tmp / "file.txt", "is a file"),
-        (lambda tmp: (tmp / "notes").mkdir() or (tmp / "notes" / "a.txt").write_text("x") and tmp / "notes", "holds other files"),
+        (
+            lambda tmp: (tmp / "notes").mkdir() or ((tmp / "notes" / "a.txt").write_text("x") and tmp / "notes"),
+            "holds other files",
+        ),
     ],
 )
 def test_a_path_that_cannot_be_a_store_is_refused_clearly(tmp_path, make_path, message):

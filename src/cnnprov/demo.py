@@ -52,9 +52,9 @@ class DigitsDataModule(L.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         images, labels = _load_digits()
-        if self.hparams.limit:
-            images, labels = images[: self.hparams.limit], labels[: self.hparams.limit]
-        order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(self.hparams.seed))
+        if self.hparams["limit"]:
+            images, labels = images[: self.hparams["limit"]], labels[: self.hparams["limit"]]
+        order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(self.hparams["seed"]))
         images, labels = images[order], labels[order]
         n_val = n_test = max(1, len(labels) // 10)
         n_train = len(labels) - n_val - n_test
@@ -132,10 +132,10 @@ class DigitsCNN(L.LightningModule):
         self._step(batch, "test")
 
     def configure_optimizers(self) -> Any:
-        optimizer = torch.optim.SGD(self.parameters(), lr=self.hparams.lr, momentum=self.hparams.momentum)
-        if self.hparams.step_size is None:
+        optimizer = torch.optim.SGD(self.parameters(), lr=self.hparams["lr"], momentum=self.hparams["momentum"])
+        if self.hparams["step_size"] is None:
             return optimizer
-        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, self.hparams.step_size, self.hparams.gamma)
+        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, self.hparams["step_size"], self.hparams["gamma"])
         return {"optimizer": optimizer, "lr_scheduler": scheduler}
 
 

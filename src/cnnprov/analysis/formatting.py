@@ -53,11 +53,13 @@ def to_table(result: QueryResult, max_width: int | None = None) -> str:
         if widths[widest] <= 12:
             break
         widths[widest] -= 1
-    numeric = [all(isinstance(row[i], (int, float)) or row[i] is None for row in result.rows) for i in range(len(widths))]
+    numeric = [
+        all(isinstance(row[i], (int, float)) or row[i] is None for row in result.rows) for i in range(len(widths))
+    ]
 
     def line(values: list[str]) -> str:
         parts = []
-        for value, w, right in zip(values, widths, numeric):
+        for value, w, right in zip(values, widths, numeric, strict=False):
             value = value if len(value) <= w else value[: w - 1] + "…"
             parts.append(value.rjust(w) if right else value.ljust(w))
         return "  ".join(parts).rstrip()

@@ -300,7 +300,7 @@ def run_dot(store: ProvStore, run: str) -> str:
     if adaptations:
         rates = [_value(adaptations[0]["old"])] + [_value(a["new"]) for a in adaptations]
         if len(rates) > 6:
-            rates = rates[:3] + ["…"] + rates[-2:]
+            rates = [*rates[:3], "…", *rates[-2:]]
         label = f"{len(adaptations)} learning-rate adaptation{'s' if len(adaptations) != 1 else ''}"
         label += "\nlr " + " → ".join(rates)
         node = dot.node(label, _ACTIVITY, folded=len(adaptations) > 1)
@@ -376,7 +376,8 @@ def ontology_dot() -> str:
     import rdflib
     from rdflib.namespace import OWL, RDF, RDFS
 
-    text = resources.files("cnnprov").joinpath("ontologies", "cnnprov.ttl").read_text(encoding="utf-8")
+    # One name per joinpath: Traversable takes no more before Python 3.11.
+    text = (resources.files("cnnprov") / "ontologies" / "cnnprov.ttl").read_text(encoding="utf-8")
     graph = rdflib.Graph().parse(data=text, format="turtle")
     ours = sorted(str(c) for c in graph.subjects(RDF.type, OWL.Class) if str(c).startswith(CNNPROV_NS))
     links = sorted(

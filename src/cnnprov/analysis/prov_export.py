@@ -33,7 +33,7 @@ Example::
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from cnnprov.rdf.vocab import PREFIXES, PROV_NS
 
@@ -84,7 +84,8 @@ def prov_document(store: ProvStore, run: str | None = None) -> ProvDocument:
         one_form_per_relation(graph)
         described_as_prov(graph, elsewhere)
     document = ProvDocument()
-    ProvRDFSerializer(document).decode_document(_DeclaredPrefixes(dataset), document)
+    # prov's decoder reads only namespaces() and graphs(), all that _DeclaredPrefixes offers.
+    ProvRDFSerializer(document).decode_document(cast("rdflib.Dataset", _DeclaredPrefixes(dataset)), document)
     return document
 
 
@@ -94,7 +95,8 @@ def export_prov(store: ProvStore, format: str, run: str | None = None) -> bytes:
         prov_format, options = PROV_FORMATS[format]
     except KeyError:
         raise ValueError(f"unknown PROV format '{format}'; choose one of {', '.join(PROV_FORMATS)}") from None
-    text = prov_document(store, run=run).serialize(format=prov_format, **options)
+    text: str | bytes | None = prov_document(store, run=run).serialize(format=prov_format, **options)
+    assert text is not None, "prov returns the serialization when given no destination"
     return text.encode("utf-8") if isinstance(text, str) else text
 
 

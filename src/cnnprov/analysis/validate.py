@@ -31,11 +31,12 @@ import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from cnnprov.rdf.vocab import CNNPROV_NS, PREFIXES, PROV_NS, RDFS_NS
 
 if TYPE_CHECKING:  # rdflib and pyshacl load when a validation runs, not when the CLI starts
+    import pyoxigraph
     import rdflib
 
     from cnnprov.analysis.provstore import ProvStore
@@ -139,7 +140,7 @@ class ValidationReport:
         violations = sum(len(run.violations) for run in failed)
         warnings = sum(len(run.warnings) for run in self.runs)
         kinds = [sum(1 for r in self.runs if r.kind == kind) for kind in ("run", "study", "graph")]
-        checked = [_count(n, noun) for n, noun in zip(kinds, ("run", "study", "other graph")) if n]
+        checked = [_count(n, noun) for n, noun in zip(kinds, ("run", "study", "other graph"), strict=True) if n]
         text = f"{' and '.join(checked) or '0 runs'} checked against cnnprov-shapes.ttl: "
         text += f"{len(self.runs) - len(failed)} conform"
         if failed:
@@ -160,7 +161,8 @@ def _count(n: int, noun: str) -> str:
 # -- shapes --------------------------------------------------------------------------
 def shapes_text() -> str:
     """The Turtle text of the shapes file shipped with the package."""
-    return resources.files("cnnprov").joinpath(*SHAPES_RESOURCE).read_text(encoding="utf-8")
+    folder, name = SHAPES_RESOURCE  # Traversable.joinpath takes one name before Python 3.11
+    return (resources.files("cnnprov") / folder / name).read_text(encoding="utf-8")
 
 
 @functools.lru_cache(maxsize=1)
@@ -195,9 +197,10 @@ def validate_graph(graph: rdflib.Graph, name: str | None = None) -> RunReport:
         )
     cp = rdflib.Namespace(CNNPROV_NS)
     bundles = sorted(str(b) for b in graph.subjects(RDF.type, cp.RunBundle))
-    runs = sorted(graph.subjects(RDF.type, cp.TrainingRun))
+    # Subjects are IRIs or blank nodes, which rdflib orders; its annotations only promise a Node.
+    runs = sorted(cast("Iterator[rdflib.term.Identifier]", graph.subjects(RDF.type, cp.TrainingRun)))
     report = RunReport(graph=name or (bundles[0] if bundles else str(graph.identifier)), triples=len(graph))
-    studies = sorted(graph.subjects(RDF.type, cp.HyperparameterStudy))
+    studies = sorted(cast("Iterator[rdflib.term.Identifier]", graph.subjects(RDF.type, cp.HyperparameterStudy)))
     label = rdflib.URIRef(RDFS_NS + "label")
     if runs:
         run = runs[0]
@@ -325,7 +328,7 @@ def run_graphs(store: ProvStore | str | os.PathLike | None = None) -> list[tuple
     with reader._opened() as opened:
         rows = [
             (row["graph"].value, _text(row["id"]), _text(row["start"]))
-            for row in opened.query(_GRAPHS_QUERY, use_default_graph_as_union=True)
+            for row in cast("pyoxigraph.QuerySolutions", opened.query(_GRAPHS_QUERY, use_default_graph_as_union=True))
         ]
     runs: dict[str, tuple[str | None, str]] = {}
     for graph, run_id, start in rows:

@@ -113,7 +113,7 @@ def _layer_settings(module: Any) -> dict[str, Any]:
 
 def _dimension_value(value: Any) -> Any:
     """Sizes as an integer when equal in every dimension, else ``"3x5"``."""
-    if isinstance(value, bool) or isinstance(value, (int, float)):
+    if isinstance(value, (bool, int, float)):
         return value
     if isinstance(value, str):  # padding="same"
         return value

@@ -57,16 +57,20 @@ class RunningSummary:
             Quad(node, CNNPROV.ofMeasure, measure, graph),
             Quad(node, CNNPROV.valueCount, integer_literal(self.count), graph),
         ]
-        for prop, value, term in (
-            (CNNPROV.minValue, self.low, double_literal),
-            (CNNPROV.maxValue, self.high, double_literal),
-            (CNNPROV.lastValue, self.last, double_literal),
-            (CNNPROV.minEpoch, self.low_epoch, integer_literal),
-            (CNNPROV.maxEpoch, self.high_epoch, integer_literal),
-            (CNNPROV.lastEpoch, self.last_epoch, integer_literal),
+        for prop, value in (
+            (CNNPROV.minValue, self.low),
+            (CNNPROV.maxValue, self.high),
+            (CNNPROV.lastValue, self.last),
         ):
             if value is not None:
-                quads.append(Quad(node, prop, term(value), graph))
+                quads.append(Quad(node, prop, double_literal(value), graph))
+        for prop, epoch in (
+            (CNNPROV.minEpoch, self.low_epoch),
+            (CNNPROV.maxEpoch, self.high_epoch),
+            (CNNPROV.lastEpoch, self.last_epoch),
+        ):
+            if epoch is not None:
+                quads.append(Quad(node, prop, integer_literal(epoch), graph))
         return quads
 
 
@@ -110,7 +114,9 @@ class StoredSummaries:
             node = summary_node(run, name)
             quads = summaries[name].quads(node, run, measures[name], graph)
             parts.append((name, quads, [Pattern(node, None, None, graph)]))
-        replaced, removed, added = [], [], []
+        replaced: list[Pattern] = []
+        removed: list[Quad] = []
+        added: list[Quad] = []
         for key, quads, patterns in parts:
             current, previous = frozenset(quads), self._written.get(key)
             if previous is None:

@@ -33,7 +33,11 @@ def usage(activity: NamedNode, entity: NamedNode) -> list[Triple]:
 
 def generation(entity: NamedNode, activity: NamedNode) -> list[Triple]:
     node = NamedNode(entity.value + "/generation")
-    return [(entity, PROV.qualifiedGeneration, node), (node, RDF.type, PROV.Generation), (node, PROV.activity, activity)]
+    return [
+        (entity, PROV.qualifiedGeneration, node),
+        (node, RDF.type, PROV.Generation),
+        (node, PROV.activity, activity),
+    ]
 
 
 def association(activity: NamedNode, agent: NamedNode) -> list[Triple]:
@@ -59,7 +63,10 @@ def with_qualified_form(subject: Any, predicate: Any, obj: Any) -> list[Triple]:
     """The triple itself, plus its qualified form when PROV-O has one (usage, generation and its time)."""
     qualify = QUALIFIERS.get(predicate)
     triples = [(subject, predicate, obj)]
-    if qualify is not None and isinstance(subject, NamedNode):
-        if predicate == PROV.generatedAtTime or isinstance(obj, NamedNode):
-            triples.extend(qualify(subject, obj))
+    if (
+        qualify is not None
+        and isinstance(subject, NamedNode)
+        and (predicate == PROV.generatedAtTime or isinstance(obj, NamedNode))
+    ):
+        triples.extend(qualify(subject, obj))
     return triples
