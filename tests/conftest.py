@@ -31,3 +31,13 @@ def sweep_store(tmp_path_factory: pytest.TempPathFactory) -> ProvStore:
     run_sweep(path, [{"dropout": 0.0}, {"dropout": 0.5}], max_epochs=2, limit=400, batch_size=16, progress=None)
     return ProvStore(path)
 
+
+
+@pytest.fixture(autouse=True)
+def short_waits(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Waits a user would sit out (another writer's lock, an endpoint that is away) are short in tests.
+
+    Children the tests start inherit them through the environment.
+    """
+    monkeypatch.setenv("CNNPROV_LOCK_WAIT_S", "2")
+    monkeypatch.setenv("CNNPROV_RETRY_AFTER_S", "2")

@@ -1,7 +1,11 @@
-"""Tiny real training for the tests: a few batches of scikit-learn's digits."""
+"""What the tests share: tiny real training on scikit-learn's digits, and the command line."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import lightning as L
@@ -34,3 +38,42 @@ def tiny_data(**overrides) -> DigitsDataModule:
     options = dict(batch_size=16, limit=TINY_LIMIT)
     options.update(overrides)
     return DigitsDataModule(**options)
+
+
+#: The ``cnnprov`` command, run by this interpreter.
+CLI = [sys.executable, "-m", "cnnprov.cli"]
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    """This process's environment without ``$CNNPROV_STORE`` (tests name their stores), plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if k != "CNNPROV_STORE"}
+    env.update(extra)
+    return env
+
+
+def cli(
+    *args: object,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+    command: Sequence[str] | None = None,
+    text: bool = True,
+    timeout: float = 300,
+) -> subprocess.CompletedProcess:
+    """Run ``cnnprov ARGS`` in a process of its own; its output is captured (as text unless ``text=False``)."""
+    return subprocess.run(
+        [*(command or CLI), *map(str, args)],
+        capture_output=True,
+        text=text,
+        encoding="utf-8" if text else None,
+        env=dict(env) if env is not None else cli_env(),
+        cwd=cwd,
+        timeout=timeout,
+    )
+
+
+def ok(*args: object, **options: object) -> str:
+    """The output of a command that must succeed (and print no traceback)."""
+    result = cli(*args, **options)  # type: ignore[arg-type]
+    assert result.returncode == 0, f"cnnprov {' '.join(map(str, args))} failed:\n{result.stderr}"
+    assert "Traceback" not in result.stderr
+    return result.stdout

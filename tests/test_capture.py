@@ -18,6 +18,7 @@ from lightning.pytorch.loggers import CSVLogger
 import cnnprov
 from cnnprov import ProvLogger, ProvStore
 from cnnprov.demo import DigitsCNN
+from cnnprov.rdf.vocab import CNNPROV_NS
 
 PREFIXES = """
 PREFIX prov: <http://www.w3.org/ns/prov#>
@@ -347,7 +348,7 @@ def test_records_of_an_epoch_are_in_the_store_before_the_next_epoch_trains(store
             # the store is held by this process's run: a read in the process reads through it
             recorder = self.trainer.logger.experiment
             rows = ProvStore(store_path).sparql(
-                f"SELECT DISTINCT ?at WHERE {{ GRAPH {recorder.bundle} {{ ?x <https://w3id.org/cnnprov/ns#atEpoch> ?at }} }}"
+                f"SELECT DISTINCT ?at WHERE {{ GRAPH {recorder.bundle} {{ ?x <{CNNPROV_NS}atEpoch> ?at }} }}"
             )
             seen.append(sorted(str(at) for at in rows.column("at")))
 

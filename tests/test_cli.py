@@ -15,18 +15,16 @@ import io
 import json
 import os
 import re
-import subprocess
 import sys
 from pathlib import Path
 
 import pyoxigraph as ox
 import pytest
 import rdflib
-from helpers import TINY_LIMIT
+from helpers import CLI, TINY_LIMIT, cli, cli_env, ok
 
 from cnnprov.demo import run_sweep
 
-CLI = [sys.executable, "-m", "cnnprov.cli"]
 SCRIPT = Path(sys.executable).with_name("cnnprov")
 QUERIES_DIR = Path(__file__).resolve().parents[1] / "queries"
 
@@ -73,31 +71,10 @@ SELECT DISTINCT ?run ?run_id ?name WHERE { ?r cnnprov:runId ?run ; cnnprov:runId
 
 
 # -- helpers -----------------------------------------------------------------------
-def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k != "CNNPROV_STORE"}
-    env.update(extra)
-    return env
 
 
-def cli(*args: str | os.PathLike, env: dict[str, str] | None = None, cwd: Path | None = None,
-        command: list[str] | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [*(command or CLI), *map(str, args)],
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-        env=env if env is not None else _env(),
-        cwd=cwd,
-        timeout=60,
-    )
 
 
-def ok(*args: str | os.PathLike, **kwargs) -> str:
-    """stdout of a command that must succeed."""
-    result = cli(*args, **kwargs)
-    assert result.returncode == 0, f"cnnprov {' '.join(map(str, args))} failed:\n{result.stderr}"
-    assert "Traceback" not in result.stderr
-    return result.stdout
 
 
 def fails(*args: str | os.PathLike, **kwargs) -> str:
@@ -205,7 +182,7 @@ def test_runs_csv_has_a_header_and_a_row_per_run(sweep_store, runs):
 
 @pytest.mark.parametrize("columns", [None, "60"])
 def test_runs_table_never_cuts_run_ids(sweep_store, runs, columns):
-    env = _env(COLUMNS=columns) if columns else _env()
+    env = cli_env(COLUMNS=columns) if columns else cli_env()
     table = ok("runs", "--store", sweep_store.path, env=env)
     lines = table.splitlines()
     assert lines[0].split()[0] == "run_id"
@@ -473,18 +450,18 @@ def test_reading_commands_do_not_import_torch_or_lightning(sweep_store, args):
 def test_default_store_is_provenance_in_the_working_directory(sweep_store, run_ids, tmp_path):
     (result,) = run_sweep(tmp_path / "provenance", [{"dropout": 0.25}], max_epochs=1, limit=TINY_LIMIT, progress=None)
 
-    here = json.loads(ok("runs", "--format", "json", cwd=tmp_path, env=_env()))
+    here = json.loads(ok("runs", "--format", "json", cwd=tmp_path, env=cli_env()))
     assert [(run["run_id"], run["name"]) for run in here] == [(result.run_id, "dropout=0.25")]
     # $CNNPROV_STORE wins over ./provenance ...
-    there = json.loads(ok("runs", "--format", "json", cwd=tmp_path, env=_env(CNNPROV_STORE=str(sweep_store.path))))
+    there = json.loads(ok("runs", "--format", "json", cwd=tmp_path, env=cli_env(CNNPROV_STORE=str(sweep_store.path))))
     assert {run["run_id"] for run in there} == set(run_ids.values())
     # ... and --store over $CNNPROV_STORE.
     chosen = json.loads(
         ok("runs", "-f", "json", "--store", tmp_path / "provenance", cwd=tmp_path,
-           env=_env(CNNPROV_STORE=str(sweep_store.path)))
+           env=cli_env(CNNPROV_STORE=str(sweep_store.path)))
     )
     assert [run["run_id"] for run in chosen] == [result.run_id]
     # Somewhere without a store the error names the default it looked for.
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    assert "'provenance'" in fails("runs", cwd=elsewhere, env=_env())
+    assert "'provenance'" in fails("runs", cwd=elsewhere, env=cli_env())

@@ -10,13 +10,12 @@ from pathlib import Path
 import pytest
 import rdflib
 
+from helpers import cli
 from cnnprov import ProvStore
 
 HERE = Path(__file__).parent
 
 
-def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "cnnprov.cli", *args], capture_output=True, text=True, timeout=120)
 
 
 class PacedTraining:

@@ -22,6 +22,7 @@ from prov.model import ProvBundle, ProvDocument, ProvElement, ProvRelation
 from rdflib import Namespace, URIRef
 from rdflib.namespace import OWL, RDF, RDFS
 
+from helpers import cli
 from cnnprov import ProvStore
 from cnnprov.analysis.picture import ontology_dot, run_dot
 
@@ -59,10 +60,6 @@ QUALIFIED = {
 ELEMENTS = {PROV.Entity: "ProvEntity", PROV.Activity: "ProvActivity", PROV.Agent: "ProvAgent"}
 
 
-def cli(*args: object, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "cnnprov.cli", *map(str, args)], capture_output=True, timeout=300, env=env
-    )
 
 
 # -- comparing what prov read with the triples it read ----------------------------------------------
@@ -241,7 +238,7 @@ def test_prov_exports_keep_each_run_as_a_bundle_with_every_relation_once(sweep_s
 def test_prov_n_of_one_run_from_the_command_line(sweep_store, tmp_path):
     run_id = sweep_store.runs().column("run_id")[0]
     target = tmp_path / "run.provn"
-    result = cli("export", "--store", sweep_store.path, "-f", "provn", "--run", run_id[:6], "-o", target)
+    result = cli("export", "--store", sweep_store.path, "-f", "provn", "--run", run_id[:6], "-o", target, text=False)
     assert result.returncode == 0, result.stderr
     text = target.read_text()
     assert text.startswith("document\n") and text.rstrip().endswith("endDocument")
@@ -292,23 +289,24 @@ def test_dot_picture_folds_epochs_and_values_into_a_readable_graph(sweep_store):
 
 def test_svg_and_png_pictures_from_the_command_line(sweep_store, tmp_path):
     run_id = sweep_store.runs().column("run_id")[0]
-    svg = cli("export", "--store", sweep_store.path, "-f", "svg", "--run", run_id, "-o", tmp_path / "run.svg")
+    target = tmp_path / "run.svg"
+    svg = cli("export", "--store", sweep_store.path, "-f", "svg", "--run", run_id, "-o", target, text=False)
     assert svg.returncode == 0, svg.stderr
     text = (tmp_path / "run.svg").read_text()
     assert "<svg" in text and "epochs 0–1" in text and "val_acc" in text
-    png = cli("export", "--store", sweep_store.path, "-f", "png", "--run", run_id)
+    png = cli("export", "--store", sweep_store.path, "-f", "png", "--run", run_id, text=False)
     assert png.returncode == 0 and png.stdout.startswith(b"\x89PNG\r\n\x1a\n")
 
 
 def test_pictures_need_a_run_and_say_when_graphviz_is_missing(sweep_store, tmp_path):
     run_id = sweep_store.runs().column("run_id")[0]
-    no_run = cli("export", "--store", sweep_store.path, "-f", "svg")
+    no_run = cli("export", "--store", sweep_store.path, "-f", "svg", text=False)
     assert no_run.returncode == 1 and b"pass --run ID" in no_run.stderr
     without_graphviz = {"PATH": str(tmp_path)}  # python is run by its full path; `dot` is nowhere
-    missing = cli("export", "--store", sweep_store.path, "-f", "svg", "--run", run_id, env=without_graphviz)
+    missing = cli("export", "--store", sweep_store.path, "-f", "svg", "--run", run_id, env=without_graphviz, text=False)
     assert missing.returncode == 1
     assert missing.stderr.startswith(b"cnnprov: error: drawing a SVG picture needs Graphviz's `dot` program")
-    dot = cli("export", "--store", sweep_store.path, "-f", "dot", "--run", run_id, env=without_graphviz)
+    dot = cli("export", "--store", sweep_store.path, "-f", "dot", "--run", run_id, env=without_graphviz, text=False)
     assert dot.returncode == 0 and dot.stdout.startswith(b"digraph provenance {")
 
 

@@ -30,6 +30,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 import cnnprov
+from helpers import ok
 from cnnprov import ProvLogger, ProvStore
 from cnnprov.demo import DigitsCNN, DigitsDataModule
 from cnnprov.analysis.provstore import QueryError
@@ -212,17 +213,11 @@ def distinct(rows: list[dict]) -> list[dict]:
     return rows
 
 
-def cli(*args: str | os.PathLike) -> str:
-    result = subprocess.run(
-        [sys.executable, "-m", "cnnprov.cli", *map(str, args)], capture_output=True, text=True, timeout=60
-    )
-    assert result.returncode == 0, result.stderr
-    return result.stdout
 
 
 def cli_json(name: str, store: Path, **params: Any) -> list[dict]:
     args = [f"--param={k}={v}" for k, v in params.items()]
-    return distinct(json.loads(cli("query", name, "--store", store, "--format", "json", *args)))
+    return distinct(json.loads(ok("query", name, "--store", store, "--format", "json", *args)))
 
 
 def _leaf_modules(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:

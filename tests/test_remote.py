@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pyoxigraph as ox
 import pytest
-from helpers import tiny_data, tiny_trainer
+from helpers import CLI, cli, tiny_data, tiny_trainer
 
 from cnnprov import ProvLogger, ProvStore, RunRecorder
 from cnnprov.demo import DigitsCNN
@@ -36,7 +36,6 @@ from cnnprov.storage.remote import RemoteStore, RemoteTarget
 from cnnprov.storage.spool import Spool
 
 HERE = Path(__file__).parent
-CLI = [sys.executable, "-m", "cnnprov.cli"]
 CNNPROV = "https://w3id.org/cnnprov/ns#"
 MLS = "http://www.w3.org/ns/mls#"
 RDFS = "http://www.w3.org/2000/01/rdf-schema#"
@@ -125,8 +124,6 @@ def server(tmp_path):
     running.kill()
 
 
-def cli(*args: str, **options) -> subprocess.CompletedProcess:
-    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=120, **options)
 
 
 def metric_counts(store: ProvStore, run_id: str) -> dict[str, int]:

@@ -502,10 +502,12 @@ HOLDER = """
 
 
 class CountsSteps(DigitsCNN):
-    steps = 0
+    def __init__(self) -> None:
+        super().__init__()
+        self.steps = 0  # of this model: no test depends on another's
 
     def training_step(self, batch, batch_idx):
-        CountsSteps.steps += 1
+        self.steps += 1
         return super().training_step(batch, batch_idx)
 
 
@@ -513,13 +515,14 @@ def test_a_second_writer_fails_at_the_start_of_fit_with_one_clear_message(tmp_pa
     path = tmp_path / "provenance"
     with holding(HOLDER.format(store=str(path)), tmp_path / "holder.txt") as holder:
         trainer = tiny_trainer(tmp_path, ProvLogger(store=path), max_epochs=1, enable_checkpointing=False)
+        model = CountsSteps()
         with pytest.raises(StoreLockedError) as raised:
-            trainer.fit(CountsSteps(), datamodule=tiny_data())
+            trainer.fit(model, datamodule=tiny_data())
     message = str(raised.value)
     assert f"in use by process {holder.pid} on {socket.gethostname()} (run holder-run)" in message
     assert "ProvLogger(store='other-dir')" in message  # what to do instead
     assert "IO error" not in message and "LOCK" not in message  # not RocksDB's words
-    assert CountsSteps.steps == 0  # it failed before training
+    assert model.steps == 0  # it failed before training
     # once the holder is gone, the same store takes the run
     tiny_trainer(tmp_path, ProvLogger(store=path), max_epochs=1, enable_checkpointing=False).fit(
         CountsSteps(), datamodule=tiny_data()
@@ -531,12 +534,12 @@ def test_a_holder_that_does_not_advertise_itself_stops_fit_by_the_second_epoch(t
     """The store opens in the background; a holder only RocksDB knows of is found when it fails."""
     path = tmp_path / "provenance"
     with holding(SILENT_HOLDER.format(path=str(path)), tmp_path / "holder.txt"):
-        CountsSteps.steps = 0
         trainer = tiny_trainer(tmp_path, ProvLogger(store=path), max_epochs=3, enable_checkpointing=False)
+        model = CountsSteps()
         with pytest.raises(StoreLockedError) as raised:
-            trainer.fit(CountsSteps(), datamodule=tiny_data())
+            trainer.fit(model, datamodule=tiny_data())
     assert "is in use by another process" in str(raised.value)
-    assert CountsSteps.steps <= 4  # at most the first epoch (4 batches) trained
+    assert model.steps <= 4  # at most the first epoch (4 batches) trained
 
 
 # ---------------------------------------------------------------------------

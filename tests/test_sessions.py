@@ -71,16 +71,18 @@ def test_runs_without_a_session_each_open_and_let_go_of_the_store(tmp_path):
 def test_another_process_can_write_once_a_single_run_has_ended(tmp_path):
     path = tmp_path / "provenance"
     record(path, "here")
-    script = f"from cnnprov import RunRecorder; r = RunRecorder({str(path)!r}, name='there'); r.start(); r.finish(); r.close()"
+    script = f"from cnnprov import RunRecorder; r = RunRecorder({str(path)!r}, name='there'); r.start(); r.close()"
     subprocess.run([sys.executable, "-c", script], check=True, timeout=60)
     assert sorted(ProvStore(path).runs().column("name")) == ["here", "there"]
 
 
 def test_a_second_session_in_the_same_process_is_refused_with_the_reason(tmp_path):
     path = tmp_path / "provenance"
-    with cnnprov.open_session(path, serve_reads=False):
-        with pytest.raises(StoreLockedError, match="this process already has"):
-            cnnprov.open_session(path)
+    with (
+        cnnprov.open_session(path, serve_reads=False),
+        pytest.raises(StoreLockedError, match="this process already has"),
+    ):
+        cnnprov.open_session(path)
 
 
 def test_a_reader_in_another_process_reads_through_the_session_between_a_sweeps_runs(tmp_path):
@@ -152,7 +154,10 @@ def test_a_process_killed_while_its_session_holds_the_store_lost_nothing(tmp_pat
 
 def test_a_session_left_open_is_closed_at_interpreter_exit(tmp_path):
     path = tmp_path / "provenance"
-    script = f"import cnnprov; from cnnprov import RunRecorder; s = cnnprov.open_session({str(path)!r}); r = RunRecorder(s); r.start(); r.finish(); r.close()"
+    script = (
+        "import cnnprov; from cnnprov import RunRecorder; "
+        f"s = cnnprov.open_session({str(path)!r}); r = RunRecorder(s); r.start(); r.finish(); r.close()"
+    )
     subprocess.run([sys.executable, "-c", script], check=True, timeout=60)
     assert read_holder(path) is None  # it let go of the store and withdrew its advertisement
     assert ProvStore(path).runs().column("status") == ["success"]

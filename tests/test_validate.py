@@ -8,8 +8,6 @@ store on disk through the command line.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
@@ -17,7 +15,7 @@ from pathlib import Path
 import pyoxigraph as ox
 import pytest
 import rdflib
-from helpers import tiny_data, tiny_trainer
+from helpers import cli, tiny_data, tiny_trainer
 from rdflib import Literal, Namespace, URIRef
 from rdflib.namespace import RDF
 
@@ -31,10 +29,6 @@ MLS = Namespace("http://www.w3.org/ns/mls#")
 CP = Namespace("https://w3id.org/cnnprov/ns#")
 
 
-def cli(*args: object) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "cnnprov.cli", *map(str, args)], capture_output=True, text=True, timeout=300
-    )
 
 
 @pytest.fixture(scope="module")

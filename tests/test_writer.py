@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+import time
 
 import pyoxigraph as ox
 import pytest
@@ -40,7 +41,10 @@ def test_a_full_buffer_is_handed_over_without_waiting_for_an_epoch_end(tmp_path)
     writer = QuadWriter(LocalTarget(store), max_buffered=100)
     for i in range(250):
         writer.append(quad(i))
-    assert len(writer._buffer) == 50  # two full batches left the training thread's buffer
+    deadline = time.monotonic() + 30
+    while len(store) < 200 and time.monotonic() < deadline:  # no flush: the writer thread stores them
+        time.sleep(0.01)
+    assert len(store) == 200 and writer.pending == 50  # two full batches; the rest waits for a flush
     writer.flush(wait=True)
     assert len(store) == 250
     writer.close()
@@ -125,9 +129,11 @@ def test_a_path_that_cannot_be_a_store_is_refused_clearly(tmp_path, make_path, m
 
 def test_same_process_second_open_names_this_process(tmp_path):
     path = tmp_path / "provenance"
-    with StoreLocation.parse(path).open_session(serve_reads=False):
-        with pytest.raises(StoreLockedError, match="this process already has"):
-            StoreLocation.parse(path).open_session()
+    with (
+        StoreLocation.parse(path).open_session(serve_reads=False),
+        pytest.raises(StoreLockedError, match="this process already has"),
+    ):
+        StoreLocation.parse(path).open_session()
 
 
 class FailsOnce(LocalTarget):

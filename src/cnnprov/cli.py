@@ -367,7 +367,8 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         url = endpoint.start(port=args.port)
     except OSError as error:
-        raise StoreError(f"cannot serve on 127.0.0.1:{args.port}: {error.strerror or error}; choose another --port") from None
+        reason = error.strerror or error
+        raise StoreError(f"cannot serve on 127.0.0.1:{args.port}: {reason}; choose another --port") from None
     advertise(path, url=f"{url}/sparql")
     print(f"serving '{path}' read-only at {url}/sparql (SPARQL 1.1 Protocol); Ctrl-C stops", flush=True)
     try:

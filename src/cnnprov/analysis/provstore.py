@@ -13,7 +13,6 @@ Example::
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -58,7 +57,7 @@ class QueryResult:
         return len(self.rows)
 
     def to_dicts(self) -> list[dict[str, Any]]:
-        return [dict(zip(self.columns, row)) for row in self.rows]
+        return [dict(zip(self.columns, row, strict=False)) for row in self.rows]
 
     def column(self, name: str) -> list[Any]:
         index = self.columns.index(name)
@@ -149,8 +148,8 @@ class ProvStore:
                 states.append("running")
             else:
                 states.append("crashed" if alive is False else "unknown")
-        rows = [row + (state,) for row, state in zip(result.rows, states)]
-        return QueryResult(result.columns + ["state"], rows)
+        rows = [(*row, state) for row, state in zip(result.rows, states, strict=False)]
+        return QueryResult([*result.columns, "state"], rows)
 
     def sparql(self, text: str, **params: Any) -> QueryResult:
         """Run SPARQL text over the union of all run graphs; ``params`` bind ``?name`` variables."""
@@ -226,7 +225,8 @@ class ProvStore:
     def _bundle(self, store: ReadStore, run_id: str) -> ox.NamedNode:
         rows = list(
             store.query(
-                f"SELECT ?g ?id WHERE {{ GRAPH ?g {{ ?g <{CNNPROV_NS}describesRun> ?run . ?run <{CNNPROV_NS}runId> ?id }} }}",
+                f"SELECT ?g ?id WHERE {{ GRAPH ?g {{ ?g <{CNNPROV_NS}describesRun> ?run . "
+                f"?run <{CNNPROV_NS}runId> ?id }} }}",
                 substitutions={ox.Variable("id"): ox.Literal(run_id)},
             )
         )
@@ -253,9 +253,9 @@ class ProvStore:
             else:
                 quads = [q for q in store.quads_for_pattern(None, None, None) if q.graph_name != ox.DefaultGraph()]
         if rdf_format.supports_datasets:
-            return ox.serialize(quads, format=rdf_format, prefixes=PREFIXES)
+            return ox.serialize(quads, format=rdf_format, prefixes=PREFIXES) or b""
         triples = list(dict.fromkeys(q.triple for q in quads))
-        return ox.serialize(triples, format=rdf_format, prefixes=PREFIXES)
+        return ox.serialize(triples, format=rdf_format, prefixes=PREFIXES) or b""
 
     # -- rdflib ----------------------------------------------------------------------
     def dataset(self) -> Any:
@@ -301,7 +301,7 @@ def _select(store: ReadStore, query: QueryFile, bindings: dict[ox.Variable, Term
 
 def _coerce(query: str, name: str, value: Any, default: Any) -> Any:
     """Values from the command line are strings: give them the type of the parameter's default."""
-    if not isinstance(value, str) or isinstance(default, (str, type(None))) or isinstance(default, bool):
+    if not isinstance(value, str) or isinstance(default, (str, type(None), bool)):
         return value
     try:
         return type(default)(value)

@@ -12,10 +12,12 @@ starting a new one. It only reads.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
-from pyoxigraph import Literal, NamedNode, Store, Variable
+from pyoxigraph import Literal, NamedNode, Variable
 
 from cnnprov.capture.summaries import RunningSummary
+from cnnprov.storage.protocols import ReadStore
 from cnnprov.rdf.vocab import CNNPROV, CNNPROV_NS, MLS, MLS_NS, PROV, PROV_NS, RDF, RDFS, python_value
 
 
@@ -44,7 +46,7 @@ class RecordedRun:
     epoch_seconds: dict[int, float] = field(default_factory=dict)
 
 
-def find_checkpoint(store: Store, sha256: str) -> tuple[NamedNode, NamedNode, NamedNode] | None:
+def find_checkpoint(store: ReadStore, sha256: str) -> tuple[NamedNode, NamedNode, NamedNode] | None:
     """The checkpoint a run generated with this SHA-256: ``(checkpoint, run, bundle)``, or ``None``.
 
     When several runs generated the same file, the latest one wins.
@@ -64,7 +66,7 @@ def find_checkpoint(store: Store, sha256: str) -> tuple[NamedNode, NamedNode, Na
     return rows[0]["checkpoint"], rows[0]["run"], rows[0]["g"]
 
 
-def read_run(store: Store, run: NamedNode, bundle: NamedNode) -> RecordedRun | None:
+def read_run(store: ReadStore, run: NamedNode, bundle: NamedNode) -> RecordedRun | None:
     """The stored record of ``run`` in graph ``bundle``, or ``None`` if the store has none."""
     run_id = _one(store, run, CNNPROV.runId, bundle)
     if run_id is None:
@@ -96,15 +98,16 @@ def read_run(store: Store, run: NamedNode, bundle: NamedNode) -> RecordedRun | N
     record.attempts = _highest(store, bundle, CNNPROV.Attempt, run.value + "/attempt/")
     optimizer_prefix = run.value + "/optimizer/"
     for quad in store.quads_for_pattern(None, RDF.type, CNNPROV.Optimizer, bundle):
-        index = _suffix_number(quad.subject.value, optimizer_prefix)
-        if index is not None:
-            record.optimizers[index] = quad.subject
+        subject = quad.subject
+        index = _suffix_number(subject.value, optimizer_prefix) if isinstance(subject, NamedNode) else None
+        if index is not None and isinstance(subject, NamedNode):
+            record.optimizers[index] = subject
     _read_learning_rates(store, record, optimizer_prefix)
     record.summaries = _fold_values(store, run, bundle)
     return record
 
 
-def _fold_values(store: Store, run: NamedNode, bundle: NamedNode) -> dict[str, RunningSummary]:
+def _fold_values(store: ReadStore, run: NamedNode, bundle: NamedNode) -> dict[str, RunningSummary]:
     """Each measure's summary, from every value stored (those of an interrupted epoch too), in logging order."""
     prefix = run.value + "/value/"
     values = []
@@ -126,7 +129,7 @@ def _fold_values(store: Store, run: NamedNode, bundle: NamedNode) -> dict[str, R
     return summaries
 
 
-def _read_learning_rates(store: Store, record: RecordedRun, optimizer_prefix: str) -> None:
+def _read_learning_rates(store: ReadStore, record: RecordedRun, optimizer_prefix: str) -> None:
     """The latest learning-rate setting of each parameter group (the one nothing derives from)."""
     for row in store.query(
         f"""SELECT ?g ?group ?setting ?value WHERE {{ GRAPH ?g {{
@@ -146,16 +149,18 @@ def _read_learning_rates(store: Store, record: RecordedRun, optimizer_prefix: st
                 record.learning_rates[(int(parts[0]), int(parts[2]))] = (row["setting"], float(value))
 
 
-def _one(store: Store, subject: NamedNode, predicate: NamedNode, graph: NamedNode):
+def _one(store: ReadStore, subject: NamedNode, predicate: NamedNode, graph: NamedNode) -> Any:
     for quad in store.quads_for_pattern(subject, predicate, None, graph):
         return python_value(quad.object)
     return None
 
 
-def _highest(store: Store, graph: NamedNode, cls: NamedNode, prefix: str) -> int:
+def _highest(store: ReadStore, graph: NamedNode, cls: NamedNode, prefix: str) -> int:
     """The highest ``n`` among the IRIs ``{prefix}{n}`` of instances of ``cls`` in ``graph``."""
     highest = 0
     for quad in store.quads_for_pattern(None, RDF.type, cls, graph):
+        if not isinstance(quad.subject, NamedNode):
+            continue
         number = _suffix_number(quad.subject.value, prefix)
         if number is not None and number > highest:
             highest = number

@@ -48,7 +48,7 @@ def _data_operation(keyword: str, quads: Sequence[ox.Quad]) -> str:
         by_graph.setdefault(quad.graph_name, []).append(quad.triple)
     parts = []
     for graph, triples in by_graph.items():
-        text = _harden(ox.serialize(triples, format=ox.RdfFormat.N_TRIPLES).decode("utf-8"))
+        text = _harden((ox.serialize(triples, format=ox.RdfFormat.N_TRIPLES) or b"").decode("utf-8"))
         if isinstance(graph, ox.DefaultGraph):
             parts.append(text)
         else:
@@ -129,7 +129,13 @@ _ESCAPES = re.compile(r"\\\\([uU])|\\.", re.S)
 def _harden(text: str) -> str:
     if "\\\\u" not in text and "\\\\U" not in text:
         return text
-    return _ESCAPES.sub(lambda m: ("\\\\\\u0075" if m.group(1) == "u" else "\\\\\\u0055") if m.group(1) else m.group(0), text)
+
+    def escape(match: re.Match[str]) -> str:
+        if not match.group(1):
+            return match.group(0)
+        return "\\\\\\u0075" if match.group(1) == "u" else "\\\\\\u0055"
+
+    return _ESCAPES.sub(escape, text)
 
 
 _TOKENS = re.compile(
@@ -137,7 +143,8 @@ _TOKENS = re.compile(
       (?P<space>\s+)
     | (?P<comment>\#[^\n\r]*)
     | (?P<iri><[^<>"{}|^`\\\x00-\x20]*>)
-    | (?P<string>\"\"\"(?:[^"\\]|\\.|"(?!""))*\"\"\"|'''(?:[^'\\]|\\.|'(?!''))*'''|"(?:[^"\\\n\r]|\\.)*"|'(?:[^'\\\n\r]|\\.)*')
+    | (?P<string>\"\"\"(?:[^"\\]|\\.|"(?!""))*\"\"\"|'''(?:[^'\\]|\\.|'(?!''))*'''
+                 |"(?:[^"\\\n\r]|\\.)*"|'(?:[^'\\\n\r]|\\.)*')
     | (?P<var>[?$][\w\u00B7\u0300-\u036F\u203F-\u2040]+)
     | (?P<word>[^\s{}()\[\];,"'<>\#?$=!|&*+/^]+)
     | (?P<punct>.)
@@ -157,7 +164,7 @@ def bind(query: str, terms: dict[str, str]) -> str:
     Raises:
         RuntimeError: a variable the query does not project, or a query that is not SELECT or ASK.
     """
-    tokens = [[m.lastgroup, m.group()] for m in _TOKENS.finditer(query)]
+    tokens = [[m.lastgroup or "", m.group()] for m in _TOKENS.finditer(query)]
     form = next((i for i, (kind, text) in enumerate(tokens) if kind == "word" and text.upper() in _FORMS), None)
     if form is None or tokens[form][1].upper() not in ("SELECT", "ASK"):
         raise RuntimeError("only SELECT and ASK queries take bound variables")

@@ -49,7 +49,7 @@ class ReadEndpoint:
         if self._server is None:
             raise RuntimeError("the endpoint is not running")
         host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{_text(host)}:{port}"
 
     def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
         """Serve in a daemon thread; returns the base URL."""
@@ -77,7 +77,7 @@ class ReadEndpoint:
         server = self._server
         if server is None:
             return False
-        address, port = server.server_address[:2]
+        address, port = _text(server.server_address[0]), server.server_address[1]
         if host_header not in (f"{address}:{port}", f"localhost:{port}"):
             return False
         if not self.token:
@@ -89,6 +89,10 @@ class ReadEndpoint:
         if store is None:
             raise OSError("the endpoint is shutting down")
         return store.query(query, use_default_graph_as_union=True)
+
+
+def _text(host: str | bytes | bytearray) -> str:
+    return host if isinstance(host, str) else bytes(host).decode()
 
 
 def _close_server(server: ThreadingHTTPServer) -> None:
@@ -140,7 +144,7 @@ class _Handler(BaseHTTPRequestHandler):
         def answer() -> None:
             result = self.endpoint.select(query)
             if isinstance(result, ox.QueryTriples):
-                self._send(200, ox.serialize(result, format=ox.RdfFormat.N_TRIPLES), "application/n-triples")
+                self._send(200, ox.serialize(result, format=ox.RdfFormat.N_TRIPLES) or b"", "application/n-triples")
             else:
                 data = result.serialize(format=ox.QueryResultsFormat.JSON)
                 self._send(200, data, "application/sparql-results+json")

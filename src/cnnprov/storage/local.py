@@ -148,7 +148,8 @@ class LocalSession:
 
     def _advertise(self) -> None:
         endpoint = self._endpoint
-        advertise(self.path, self.run_id, f"{endpoint.url}/sparql" if endpoint else "", endpoint.token if endpoint else "")
+        url, token = (f"{endpoint.url}/sparql", endpoint.token) if endpoint else ("", "")
+        advertise(self.path, self.run_id, url, token)
 
     def close(self, wait: bool = False) -> None:
         """Stop serving, then write RocksDB's memory tables and let go of the store (in the
@@ -282,7 +283,9 @@ class LocalReader:
         substitutions: Mapping[ox.Variable, Term] | None = None,
     ) -> Any:
         return self._open().query(
-            query, use_default_graph_as_union=use_default_graph_as_union, substitutions=dict(substitutions or {}) or None
+            query,
+            use_default_graph_as_union=use_default_graph_as_union,
+            substitutions=dict(substitutions or {}) or None,
         )
 
     def quads_for_pattern(self, subject: Any, predicate: Any, object: Any, graph_name: Any = None) -> Iterator[ox.Quad]:

@@ -102,7 +102,7 @@ def _open_locked(path: Path, mode: str) -> IO[str]:
     is opened again (``"a"`` creates it anew; ``"r+"`` raises ``FileNotFoundError``).
     """
     while True:
-        handle = open(path, mode, encoding="utf-8")
+        handle = open(path, mode, encoding="utf-8")  # noqa: SIM115 - returned open, holding the lock
         if fcntl is None:
             return handle
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX)

@@ -148,7 +148,10 @@ class QuadWriter:
         return not self._opened.is_set()
 
     def wait_open(self, raise_error: bool = True) -> WriteTarget | None:
-        """Wait until the target is open and return it; raise what opening it raised (``None`` without ``raise_error``)."""
+        """Wait until the target is open and return it.
+
+        Raises what opening it raised (returns ``None`` instead without ``raise_error``).
+        """
         self._opened.wait()
         if self._open_error is not None and raise_error:
             self._open_error_raised = True
