@@ -93,9 +93,6 @@ class ProvLogger(Logger):
         self._error: BaseException | None = None
         self._seen_checkpoints: dict[str, tuple[int, int]] = {}
         self._pending_hyperparameters: list[Any] = []
-        # How the current stage's epoch numbers map to the run's (see the class docstring).
-        self._epoch_offset = 0
-        self._outside_fit = False
         # git and package versions are read while the Trainer sets up, not when the run starts
         self._environment = prefetch_environment()
 
@@ -169,11 +166,9 @@ class ProvLogger(Logger):
         if trainer is None:
             return
         self._trainer_ref = weakref.ref(trainer)
-        self._outside_fit = not fitting
-        if fitting:
-            last = recorder.last_epoch
-            restored = bool(trainer.ckpt_path)  # Lightning restores its epoch counter from the checkpoint
-            self._epoch_offset = 0 if restored or last is None else max(0, last + 1 - trainer.current_epoch)
+        # The recorder numbers Lightning's epochs in the run's count (see the class docstring); with a
+        # checkpoint Lightning restores its epoch counter, which is then the run's.
+        recorder.stage_started(fitting, trainer.current_epoch, restored=bool(trainer.ckpt_path))
         if not any(isinstance(cb, _ProvCallback) and cb.logger is self for cb in trainer.callbacks):
             trainer.callbacks.append(_ProvCallback(self))
         for callback in trainer.checkpoint_callbacks:  # files that exist already are not this stage's
@@ -195,23 +190,7 @@ class ProvLogger(Logger):
         recorder = self._recorder
         if recorder is None or not recorder.started:
             recorder = self._started()
-        if self._outside_fit or self._epoch_offset:
-            metrics = self._run_epoch(metrics)
-        recorder.log_metrics(metrics, step)
-
-    def _run_epoch(self, metrics: dict[str, Any]) -> dict[str, Any]:
-        """Lightning's ``epoch`` key in the run's numbering; none outside ``fit`` (a test value is no epoch's)."""
-        if "epoch" not in metrics:
-            return metrics
-        metrics = dict(metrics)
-        if self._outside_fit:
-            del metrics["epoch"]
-        else:
-            metrics["epoch"] = int(metrics["epoch"]) + self._epoch_offset
-        return metrics
-
-    def _epoch_index(self, trainer: Trainer) -> int:
-        return trainer.current_epoch + self._epoch_offset
+        recorder.log_metrics(metrics, step)  # Lightning's ``epoch`` key: the recorder renumbers it
 
     @rank_zero_only
     def save(self) -> None:
@@ -220,7 +199,7 @@ class ProvLogger(Logger):
     @rank_zero_only
     def after_save_checkpoint(self, checkpoint_callback: ModelCheckpoint) -> None:
         trainer = self._trainer_ref() if self._trainer_ref else None
-        epoch = self._epoch_index(trainer) if trainer is not None else None
+        epoch = trainer.current_epoch if trainer is not None else None
         step = trainer.global_step if trainer is not None else None
         recorder = self._started()
         for path in self._new_checkpoint_files(checkpoint_callback):
@@ -314,10 +293,9 @@ class _ProvCallback(Callback):
         recorder = self._recorder()
         if recorder is None:
             return
-        index = self.logger._epoch_index(trainer)
-        _check_learning_rates(recorder, trainer, index)
+        _check_learning_rates(recorder, trainer, trainer.current_epoch)
         try:
-            recorder.epoch_started(index)
+            recorder.epoch_started(trainer.current_epoch)
         except StoreError:  # the store could not be opened: nothing would be recorded
             raise
         except OSError as error:  # never stop training over a failed write: it is kept and retried
@@ -330,12 +308,12 @@ class _ProvCallback(Callback):
         if self._watch_steps:
             recorder = self._recorder()
             if recorder is not None:
-                _check_learning_rates(recorder, trainer, self.logger._epoch_index(trainer))
+                _check_learning_rates(recorder, trainer, trainer.current_epoch)
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         recorder = self._recorder()
         if recorder is not None:
-            recorder.epoch_ended(self.logger._epoch_index(trainer))
+            recorder.epoch_ended(trainer.current_epoch)
 
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         recorder = self._recorder()
