@@ -136,13 +136,8 @@ def agents(run: NamedNode, bundle: NamedNode, base: str, env: RunEnvironment) ->
 
 
 def attempt(
-    run: NamedNode,
-    index: int,
-    started: float,
-    status: str,
-    env: RunEnvironment,
-    previous: NamedNode | None = None,
-    checkpoint: NamedNode | None = None,
+    run: NamedNode, index: int, started: float, status: str, env: RunEnvironment,
+    previous: NamedNode | None = None, checkpoint: NamedNode | None = None,
 ) -> list[Triple]:
     """The ``index``-th attempt at the run: informed by the previous one, using the checkpoint it resumed."""
     node = attempt_node(run, index)
@@ -193,7 +188,9 @@ def hyperparameter(parameter: NamedNode, name: str) -> list[Triple]:
     return [(parameter, RDF.type, MLS.HyperParameter), (parameter, RDFS.label, string_literal(name))]
 
 
-def hyperparameter_setting(run: NamedNode, base: str, owner: NamedNode, key: str, value: Any, name: str) -> list[Triple]:
+def hyperparameter_setting(
+    run: NamedNode, base: str, owner: NamedNode, key: str, value: Any, name: str
+) -> list[Triple]:
     """Setting ``key`` of ``owner`` (the run, an optimizer's group, a scheduler), an input of the run.
 
     ``name`` is the hyperparameter it sets (``optimizer.lr``), shared by every run that sets it.
@@ -258,14 +255,8 @@ def optimizer(
 
 
 def scheduler(
-    run: NamedNode,
-    base: str,
-    index: int,
-    python_class: str,
-    state: Mapping[str, Any],
-    adjusts: NamedNode | None = None,
-    interval: str | None = None,
-    frequency: int | None = None,
+    run: NamedNode, base: str, index: int, python_class: str, state: Mapping[str, Any],
+    adjusts: NamedNode | None = None, interval: str | None = None, frequency: int | None = None,
 ) -> list[Triple]:
     """A learning-rate scheduler, the optimizer it ``adjusts`` and the settings in its ``state`` dict."""
     node = child(run, "scheduler", str(index))
@@ -291,15 +282,8 @@ def scheduler(
 
 
 def learning_rate_adaptation(
-    run: NamedNode,
-    base: str,
-    number: int,
-    group: NamedNode,
-    previous: NamedNode,
-    new_lr: float,
-    at: float,
-    epoch: int | None = None,
-    step: int | None = None,
+    run: NamedNode, base: str, number: int, group: NamedNode, previous: NamedNode, new_lr: float, at: float,
+    epoch: int | None = None, step: int | None = None,
 ) -> list[Triple]:
     """The run's ``number``-th learning-rate change of ``group``: a new setting derived from ``previous``."""
     adaptation = child(run, "adaptation", str(number))
@@ -330,12 +314,8 @@ def learning_rate_adaptation(
 
 
 def dataset(
-    run: NamedNode,
-    role: str,
-    dataset_class: str | None = None,
-    sample_count: int | None = None,
-    batch_size: int | None = None,
-    batch_count: int | None = None,
+    run: NamedNode, role: str, dataset_class: str | None = None,
+    sample_count: int | None = None, batch_size: int | None = None, batch_count: int | None = None,
 ) -> list[Triple]:
     """The data a stage used, in its ``role`` (train, validation, test, predict)."""
     node = child(run, "data", role)
@@ -399,15 +379,8 @@ def input_checkpoint(node: NamedNode, path: str, size: int, sha256: str) -> list
 
 
 def checkpoint(
-    node: NamedNode,
-    path: str,
-    written: float,
-    generator: NamedNode,
-    size: int | None = None,
-    monitor: str | None = None,
-    score: float | None = None,
-    epoch: int | None = None,
-    step: int | None = None,
+    node: NamedNode, path: str, written: float, generator: NamedNode, size: int | None = None,
+    monitor: str | None = None, score: float | None = None, epoch: int | None = None, step: int | None = None,
     previous: NamedNode | None = None,
 ) -> list[Triple]:
     """A checkpoint file (absolute ``path``) the ``generator`` (an epoch, or the run) wrote.

@@ -74,7 +74,7 @@ class RunState:
 
     def run_metrics(self, metrics: Mapping[str, Any]) -> Mapping[str, Any]:
         """The caller's metrics with their ``epoch`` key in the run's numbering; none outside training
-        (a test value is no epoch's). The same mapping when nothing changes (the hot path)."""
+        (a test value is no epoch's). The same mapping when nothing changes."""
         if not (self.outside_training or self.epoch_offset) or "epoch" not in metrics:
             return metrics
         mapped = dict(metrics)
