@@ -12,7 +12,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from cnnprov.analysis.picture import ontology_dot, render
+from cnnprov.analysis.ontology_picture import ontology_dot
+from cnnprov.analysis.picture import render
 
 
 def main(argv: list[str] | None = None) -> int:

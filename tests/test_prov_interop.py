@@ -24,7 +24,8 @@ from rdflib.namespace import OWL, RDF, RDFS
 
 from helpers import cli
 from cnnprov import ProvStore
-from cnnprov.analysis.picture import ontology_dot, run_dot
+from cnnprov.analysis.ontology_picture import ontology_dot
+from cnnprov.analysis.picture import run_dot
 
 ROOT = Path(__file__).resolve().parents[1]
 PROV = Namespace("http://www.w3.org/ns/prov#")

@@ -21,13 +21,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from cnnprov.errors import QueryNotFoundError
+
 _PARAMETER = re.compile(r"^#\s+(?P<name>[A-Za-z_][A-Za-z0-9_]*)\s*:\s*(?P<text>.*?)\s*$")
 _DEFAULT = re.compile(r"\(default (?P<value>.+?)\)\s*$")
 _REQUIRED = re.compile(r"\(required\)\s*$")
-
-
-class QueryNotFoundError(LookupError):
-    """No bundled query has that name and no such ``.rq`` file exists."""
 
 
 @dataclass(frozen=True)

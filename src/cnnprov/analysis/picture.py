@@ -1,4 +1,4 @@
-"""Pictures: one run's provenance graph, and the ontology's classes, as Graphviz DOT.
+"""Pictures: one run's provenance graph as Graphviz DOT (the ontology's: :mod:`cnnprov.analysis.ontology_picture`).
 
 A run's record holds thousands of nodes (one per metric value), so the picture
 folds them: the epochs become one activity ("epochs 0–4"), the values of each
@@ -25,9 +25,9 @@ import shutil
 import subprocess
 from collections import defaultdict
 from dataclasses import dataclass, field
-from importlib import resources
 from typing import TYPE_CHECKING, Any
 
+from cnnprov.errors import PictureError
 from cnnprov.rdf.vocab import CNNPROV_NS, MLS_NS, PROV_NS
 
 if TYPE_CHECKING:
@@ -40,10 +40,6 @@ _ENTITY = 'shape=oval, style=filled, fillcolor="#FFFC87", color="#808080"'
 _ACTIVITY = 'shape=box, style=filled, fillcolor="#9FB1FC", color="#0000FF"'
 _AGENT = 'shape=house, style=filled, fillcolor="#FED37F", color="#808080"'
 _MAX_SETTINGS = 12  # hyperparameters listed on the picture; the rest are counted
-
-
-class PictureError(RuntimeError):
-    """A picture cannot be drawn (Graphviz is missing, or failed); the message says what to do."""
 
 
 # -- drawing ---------------------------------------------------------------------------
@@ -76,7 +72,7 @@ def run_picture(store: ProvStore, run: str, format: str = "svg") -> bytes:
 
 
 @dataclass
-class _Dot:
+class Dot:
     """A DOT digraph under construction: nodes get short ids, labels are escaped once here."""
 
     title: str
@@ -218,7 +214,7 @@ def run_dot(store: ProvStore, run: str) -> str:
 
     (facts,) = ask(_RUN) or [{}]
     name = facts.get("name") or run_id[:8]
-    dot = _Dot(title=f"provenance of run '{name}' ({run_id})")
+    dot = Dot(title=f"provenance of run '{name}' ({run_id})")
 
     lines = [f"run '{name}'", run_id]
     status = facts.get("status")
@@ -367,60 +363,3 @@ def _local_class(python_class: str) -> str:
 def _layer_kind(kind_iri: str) -> str:
     name = _local(kind_iri)
     return name[: -len("Layer")].lower() if name.endswith("Layer") else name
-
-
-# -- the ontology ----------------------------------------------------------------------------
-def ontology_dot() -> str:
-    """DOT text of the classes of ``ontologies/cnnprov.ttl`` and their ``rdfs:subClassOf`` links
-    into PROV-O and ML Schema (subclasses on the left, UML-style hollow arrows to the superclass)."""
-    import rdflib
-    from rdflib.namespace import OWL, RDF, RDFS
-
-    # One name per joinpath: Traversable takes no more before Python 3.11.
-    text = (resources.files("cnnprov") / "ontologies" / "cnnprov.ttl").read_text(encoding="utf-8")
-    graph = rdflib.Graph().parse(data=text, format="turtle")
-    ours = sorted(str(c) for c in graph.subjects(RDF.type, OWL.Class) if str(c).startswith(CNNPROV_NS))
-    links = sorted(
-        (str(c), str(parent))
-        for c in ours
-        for parent in graph.objects(rdflib.URIRef(c), RDFS.subClassOf)
-        if isinstance(parent, rdflib.URIRef)
-    )
-    title = "cnnprov ontology: classes and their superclasses in PROV-O and ML Schema"
-    dot = _Dot(title=title, rankdir="LR", name="ontology")
-    names: dict[str, str] = {}
-
-    def node(iri: str) -> str:
-        if iri not in names:
-            names[iri] = dot.node(_prefixed(iri), _class_style(iri))
-        return names[iri]
-
-    for cls in ours:
-        node(cls)
-    for cls, parent in links:
-        dot.edge(node(cls), node(parent), style="arrowhead=onormal")
-    dot.lines.append(
-        '  legend [shape=plaintext, fontsize=9, label="cnnprov: white  ·  PROV-O: yellow entity, blue activity, '
-        'orange agent  ·  ML Schema: green"];'
-    )
-    return dot.text()
-
-
-def _prefixed(iri: str) -> str:
-    for prefix, namespace in (("cnnprov", CNNPROV_NS), ("prov", PROV_NS), ("mls", MLS_NS)):
-        if iri.startswith(namespace):
-            return f"{prefix}:{iri[len(namespace):]}"
-    return iri
-
-
-def _class_style(iri: str) -> str:
-    if iri.startswith(PROV_NS):
-        name = iri[len(PROV_NS):]
-        if name in ("Activity",):
-            return _ACTIVITY
-        if name in ("Agent", "Person", "SoftwareAgent"):
-            return _AGENT
-        return _ENTITY
-    if iri.startswith(MLS_NS):
-        return 'shape=box, style="rounded,filled", fillcolor="#C7EBC0", color="#3C8031"'
-    return 'shape=box, style="rounded,filled", fillcolor="#FFFFFF", color="#404040"'

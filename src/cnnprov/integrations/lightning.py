@@ -9,6 +9,7 @@ from argparse import Namespace
 from collections.abc import Iterable
 from typing import Any
 
+import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers.logger import Logger, rank_zero_experiment
@@ -16,7 +17,7 @@ from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
 
 from cnnprov.capture.environment import current_environment, prefetch_environment
 from cnnprov.capture.recorder import FAILED, RunRecorder
-from cnnprov.errors import StoreError, StoreWriteError
+from cnnprov.errors import StoreWriteError
 from cnnprov.storage.location import StoreLocation
 from cnnprov.storage.protocols import Session
 from cnnprov.rdf.vocab import DEFAULT_BASE
@@ -102,9 +103,6 @@ class ProvLogger(Logger):
         self._error: BaseException | None = None
         self._seen_checkpoints: dict[str, tuple[int, int]] = {}
         self._pending_hyperparameters: list[Any] = []
-        # How the current stage's epoch numbers map to the run's (see the class docstring).
-        self._epoch_offset = 0
-        self._outside_fit = False
         # git and package versions are read while the Trainer sets up, not when the run starts
         self._environment = prefetch_environment()
 
@@ -167,12 +165,12 @@ class ProvLogger(Logger):
             self._pending_hyperparameters.append(params)
 
     @rank_zero_only
-    def log_graph(self, model: LightningModule, input_array: Any = None) -> None:
+    def log_graph(self, model: torch.nn.Module, input_array: Any = None) -> None:
         """Lightning calls this at the start of each stage: open (or resume) the run, record plan, layers..."""
         trainer = _trainer_of(model)
         fitting = trainer is not None and trainer.state.fn == "fit"
         first_stage = self._recorder is None or self._recorder.started_at is None
-        resume_from = trainer.ckpt_path if fitting and first_stage and trainer.ckpt_path else None
+        resume_from = trainer.ckpt_path if trainer is not None and fitting and first_stage else None
         recorder = self._started(resume_from=resume_from)
         cls = type(model)
         recorder.log_plan(f"{cls.__module__}.{cls.__qualname__}")
@@ -180,13 +178,12 @@ class ProvLogger(Logger):
         if trainer is None:
             return
         self._trainer_ref = weakref.ref(trainer)
-        self._outside_fit = not fitting
-        if fitting:
-            last = recorder.last_epoch
-            restored = bool(trainer.ckpt_path)  # Lightning restores its epoch counter from the checkpoint
-            self._epoch_offset = 0 if restored or last is None else max(0, last + 1 - trainer.current_epoch)
-        if not any(isinstance(cb, _ProvCallback) and cb.logger is self for cb in trainer.callbacks):
-            trainer.callbacks.append(_ProvCallback(self))
+        # The recorder numbers Lightning's epochs in the run's count (see the class docstring); with a
+        # checkpoint Lightning restores its epoch counter, which is then the run's.
+        recorder.stage_started(fitting, trainer.current_epoch, restored=bool(trainer.ckpt_path))
+        callbacks: list[Callback] = trainer.callbacks  # type: ignore[attr-defined]  # set by Lightning's connector
+        if not any(isinstance(cb, _ProvCallback) and cb.logger is self for cb in callbacks):
+            callbacks.append(_ProvCallback(self))
         for callback in trainer.checkpoint_callbacks:  # files that exist already are not this stage's
             if isinstance(callback, ModelCheckpoint):
                 self._new_checkpoint_files(callback)
@@ -206,23 +203,7 @@ class ProvLogger(Logger):
         recorder = self._recorder
         if recorder is None or not recorder.started:
             recorder = self._started()
-        if self._outside_fit or self._epoch_offset:
-            metrics = self._run_epoch(metrics)
-        recorder.log_metrics(metrics, step)
-
-    def _run_epoch(self, metrics: dict[str, Any]) -> dict[str, Any]:
-        """Lightning's ``epoch`` key in the run's numbering; none outside ``fit`` (a test value is no epoch's)."""
-        if "epoch" not in metrics:
-            return metrics
-        metrics = dict(metrics)
-        if self._outside_fit:
-            del metrics["epoch"]
-        else:
-            metrics["epoch"] = int(metrics["epoch"]) + self._epoch_offset
-        return metrics
-
-    def _epoch_index(self, trainer: Trainer) -> int:
-        return trainer.current_epoch + self._epoch_offset
+        recorder.log_metrics(metrics, step)  # Lightning's ``epoch`` key: the recorder renumbers it
 
     @rank_zero_only
     def save(self) -> None:
@@ -231,7 +212,7 @@ class ProvLogger(Logger):
     @rank_zero_only
     def after_save_checkpoint(self, checkpoint_callback: ModelCheckpoint) -> None:
         trainer = self._trainer_ref() if self._trainer_ref else None
-        epoch = self._epoch_index(trainer) if trainer is not None else None
+        epoch = trainer.current_epoch if trainer is not None else None
         step = trainer.global_step if trainer is not None else None
         recorder = self._started()
         for path in self._new_checkpoint_files(checkpoint_callback):
@@ -251,7 +232,7 @@ class ProvLogger(Logger):
     def _new_checkpoint_files(self, callback: ModelCheckpoint) -> list[str]:
         """Files the callback has written or rewritten since we last looked (public attributes only)."""
         # monitored checkpoints are in best_k_models; unmonitored ones (the default) in best_model_path
-        candidates = list(callback.best_k_models) + [callback.best_model_path, callback.last_model_path]
+        candidates = [*list(callback.best_k_models), callback.best_model_path, callback.last_model_path]
         fresh = []
         for path in dict.fromkeys(p for p in candidates if p):
             try:
@@ -325,10 +306,9 @@ class _ProvCallback(Callback):
         recorder = self._recorder()
         if recorder is None:
             return
-        index = self.logger._epoch_index(trainer)
-        _check_learning_rates(recorder, trainer, index)
+        _check_learning_rates(recorder, trainer, trainer.current_epoch)
         try:
-            recorder.epoch_started(index)
+            recorder.epoch_started(trainer.current_epoch)
         except StoreWriteError as error:  # never stop training over a failed write: it is kept and retried
             rank_zero_warn(str(error))
 
@@ -339,12 +319,12 @@ class _ProvCallback(Callback):
         if self._watch_steps:
             recorder = self._recorder()
             if recorder is not None:
-                _check_learning_rates(recorder, trainer, self.logger._epoch_index(trainer))
+                _check_learning_rates(recorder, trainer, trainer.current_epoch)
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         recorder = self._recorder()
         if recorder is not None:
-            recorder.epoch_ended(self.logger._epoch_index(trainer))
+            recorder.epoch_ended(trainer.current_epoch)
 
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         recorder = self._recorder()
@@ -396,7 +376,10 @@ def _as_list(loaders: Any) -> list:
     return list(loaders) if isinstance(loaders, (list, tuple)) else [loaders]
 
 
-def _trainer_of(model: LightningModule) -> Trainer | None:
+def _trainer_of(model: torch.nn.Module) -> Trainer | None:
+    """The Trainer a LightningModule is attached to; ``None`` for any other module, or none attached."""
+    if not isinstance(model, LightningModule):
+        return None
     try:
         return model.trainer
     except RuntimeError:

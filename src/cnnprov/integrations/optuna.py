@@ -34,28 +34,12 @@ import time
 import uuid
 from typing import Any
 
-from pyoxigraph import Quad
-
-from cnnprov.rdf import prov_forms
-from cnnprov.capture.hyperparameters import scalar
+from cnnprov.capture import records
+from cnnprov.capture import study as study_records
+from cnnprov.rdf.prov_forms import Triple
+from cnnprov.rdf.vocab import DEFAULT_BASE, iri, iri_segment
 from cnnprov.storage.location import StoreLocation
 from cnnprov.storage.protocols import Session
-from cnnprov.rdf.vocab import (
-    CNNPROV,
-    DEFAULT_BASE,
-    MLS,
-    PROV,
-    RDF,
-    RDFS,
-    child,
-    datetime_literal,
-    double_literal,
-    integer_literal,
-    iri,
-    iri_segment,
-    literal,
-    string_literal,
-)
 
 #: The trial attribute that names the cnnprov run a trial trained in.
 RUN_ID_ATTRIBUTE = "cnnprov_run_id"
@@ -83,7 +67,7 @@ class OptunaStudyRecorder:
         self.study = study
         self._owns_session = not isinstance(store, Session)
         self.session: Session = (
-            StoreLocation.parse(store).open_session() if not isinstance(store, Session) else store  # type: ignore[arg-type]
+            StoreLocation.parse(store).open_session() if not isinstance(store, Session) else store
         )
         self.base = base
         self.study_id = str(uuid.uuid4())
@@ -92,7 +76,7 @@ class OptunaStudyRecorder:
         sampler = type(study.sampler)
         self.sampler = iri(base, "agent", "sampler", iri_segment(self.study_id))
         self._sampler_class = f"{sampler.__module__}.{sampler.__qualname__}"
-        self._write(self._study_quads(time.time()))
+        self._write(self._study_records(time.time()))
 
     def logger(self, trial: Any, **options: Any) -> Any:
         """A ProvLogger for this trial's run, named after the trial; ``options`` go to ProvLogger."""
@@ -109,75 +93,48 @@ class OptunaStudyRecorder:
         if run_id is None:
             return  # the trial trained without a logger from this recorder
         run = iri(self.base, "run", iri_segment(run_id))
-        quads = [
-            (run, CNNPROV.partOfStudy, self.activity),
-            (run, PROV.wasInformedBy, self.activity),
-            (run, CNNPROV.trialNumber, integer_literal(trial.number)),
-            (run, CNNPROV.trialState, string_literal(trial.state.name)),
-        ]
-        if trial.value is not None:
-            quads.append((run, CNNPROV.objectiveValue, double_literal(trial.value)))
-        for name, value in trial.params.items():
-            setting = child(self.activity, "trial", str(trial.number), "suggestion", name)
-            parameter = iri(self.base, "hyperparameter", iri_segment(name))
-            quads += [
-                (setting, RDF.type, PROV.Entity),
-                (setting, RDF.type, MLS.HyperParameterSetting),
-                (setting, MLS.specifiedBy, parameter),
-                (setting, MLS.hasValue, literal(scalar(value))),
-                (setting, PROV.wasAttributedTo, self.sampler),
-                (setting, PROV.wasGeneratedBy, self.activity),
-                (setting, CNNPROV.trialNumber, integer_literal(trial.number)),
-                (parameter, RDF.type, MLS.HyperParameter),
-                (parameter, RDFS.label, string_literal(name)),
-                (run, PROV.used, setting),
-            ]
-        self._write(quads)
+        self._write(
+            study_records.trial(
+                run, self.activity, self.sampler, self.base, trial.number, trial.state.name, trial.value, trial.params
+            )
+        )
 
     def finish(self) -> None:
         """Record the study's end and its best trial's run."""
-        quads = [(self.activity, PROV.endedAtTime, datetime_literal(time.time()))]
         try:
             best = self.study.best_trial
         except ValueError:  # no completed trial
             best = None
+        best_run = None
         if best is not None and RUN_ID_ATTRIBUTE in best.user_attrs:
-            quads.append((self.activity, CNNPROV.bestRun, iri(self.base, "run", iri_segment(best.user_attrs[RUN_ID_ATTRIBUTE]))))
-        self._write(quads)
+            best_run = iri(self.base, "run", iri_segment(best.user_attrs[RUN_ID_ATTRIBUTE]))
+        self._write(study_records.study_end(self.activity, time.time(), best_run))
         if self._owns_session:
             self.session.close()
 
-    def _study_quads(self, started: float) -> list[tuple]:
-        study, sampler = self.activity, self.sampler
+    def _study_records(self, started: float) -> list[Triple]:
         direction = self.study.direction.name.lower()
-        return [
-            (self.bundle, RDF.type, PROV.Entity),
-            (self.bundle, RDF.type, PROV.Bundle),
-            (study, RDF.type, PROV.Activity),
-            (study, RDF.type, CNNPROV.HyperparameterStudy),
-            (study, RDFS.label, string_literal(self.study.study_name)),
-            (study, CNNPROV.optimizationDirection, string_literal(direction)),
-            (study, PROV.startedAtTime, datetime_literal(started)),
-            (study, PROV.wasAssociatedWith, sampler),
-            *prov_forms.association(study, sampler),
-            (sampler, RDF.type, PROV.Agent),
-            (sampler, RDF.type, PROV.SoftwareAgent),
-            (sampler, RDFS.label, string_literal(self._sampler_class.rsplit(".", 1)[-1])),
-            (sampler, CNNPROV.pythonClass, string_literal(self._sampler_class)),
-            *self._sampler_version(),
-        ]
+        return study_records.study(
+            self.bundle,
+            self.activity,
+            self.study.study_name,
+            direction,
+            started,
+            self.sampler,
+            self._sampler_class,
+            _optuna_version(),
+        )
 
-    def _sampler_version(self) -> list[tuple]:
-        try:
-            from importlib.metadata import version
-
-            return [(self.sampler, CNNPROV.softwareVersion, string_literal(version("optuna")))]
-        except Exception:  # optuna installed oddly: the version is a nicety
-            return []
-
-    def _write(self, triples: list[tuple]) -> None:
-        qualified = [t for s, p, o in triples for t in prov_forms.with_qualified_form(s, p, o)]
-        quads = [Quad(s, p, o, self.bundle) for s, p, o in qualified]
+    def _write(self, triples: list[Triple]) -> None:
         target = self.session.target(f"study {self.study_id}")
-        target.extend(quads)
+        target.extend(records.in_graph(triples, self.bundle))
         target.close()
+
+
+def _optuna_version() -> str | None:
+    try:
+        from importlib.metadata import version
+
+        return version("optuna")
+    except Exception:  # optuna installed oddly: the version is a nicety
+        return None

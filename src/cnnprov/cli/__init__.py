@@ -7,14 +7,14 @@ from __future__ import annotations
 
 import argparse
 import sys
-import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
 from cnnprov import __version__
-from cnnprov.analysis.formatting import FORMATS, render
-from cnnprov.errors import CnnprovError, StoreError
-from cnnprov.storage.location import DEFAULT_STORE, STORE_ENV, StoreLocation
+from cnnprov.analysis.formatting import FORMATS
+from cnnprov.cli import commands as run_command
+from cnnprov.errors import CnnprovError
+from cnnprov.storage.location import DEFAULT_STORE, STORE_ENV
 
 _STORE_HELP = (
     f"provenance store directory (default: ${STORE_ENV} if set, else ./{DEFAULT_STORE}, "
@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     runs = commands.add_parser("runs", help="list the recorded runs", description="One line per recorded run.")
     _add_store(runs)
     _add_format(runs)
-    runs.set_defaults(handler=_runs)
+    runs.set_defaults(handler=run_command.runs)
 
     query = commands.add_parser(
         "query",
@@ -85,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     query.add_argument("--list", action="store_true", help="list the bundled queries and their parameters")
     _add_store(query)
     _add_format(query)
-    query.set_defaults(handler=_query)
+    query.set_defaults(handler=run_command.query)
 
     export = commands.add_parser(
         "export",
@@ -114,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     export.add_argument("--run", help="only this run (its id, or the start of it)")
     export.add_argument("--output", "-o", type=Path, help="write to this file instead of standard output")
-    export.set_defaults(handler=_export)
+    export.set_defaults(handler=run_command.export)
 
     validate = commands.add_parser(
         "validate",
@@ -133,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument(
         "--quiet", "-q", action="store_true", help="print only the runs that break a rule, and the summary"
     )
-    validate.set_defaults(handler=_validate)
+    validate.set_defaults(handler=run_command.validate)
 
     plot = commands.add_parser(
         "plot",
@@ -154,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     plot.add_argument("--output", "-o", type=Path, help="image file (.png, .svg, .pdf); default: KIND.png")
     _add_store(plot)
-    plot.set_defaults(handler=_plot)
+    plot.set_defaults(handler=run_command.plot)
 
     demo = commands.add_parser(
         "demo",
@@ -169,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_store(demo)
     demo.add_argument("--epochs", type=int, default=5, help="epochs per configuration (default: 5)")
     demo.add_argument("--limit", type=int, default=None, help="use only the first N images (faster, less accurate)")
-    demo.set_defaults(handler=_demo)
+    demo.set_defaults(handler=run_command.demo)
 
     push = commands.add_parser(
         "push",
@@ -185,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     push.add_argument("spool", nargs="+", type=Path, help="spool files (.ru) to send")
     _add_store(push)
-    push.set_defaults(handler=_push)
+    push.set_defaults(handler=run_command.push)
 
     serve = commands.add_parser(
         "serve",
@@ -199,7 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_store(serve)
     serve.add_argument("--port", "-p", type=int, default=0, help="port on 127.0.0.1 (default: a free one)")
-    serve.set_defaults(handler=_serve)
+    serve.set_defaults(handler=run_command.serve)
     return parser
 
 
@@ -213,198 +213,13 @@ def _add_format(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _runs(args: argparse.Namespace) -> int:
-    from cnnprov.analysis.provstore import ProvStore
-
-    sys.stdout.write(render(ProvStore(args.store).runs(), args.format))
-    return 0
-
-
-def _query(args: argparse.Namespace) -> int:
-    from cnnprov.analysis.library import bundled_queries, load_query
-    from cnnprov.analysis.provstore import ProvStore, QueryError
-
-    if args.list:
-        for name in bundled_queries():
-            query = load_query(name)
-            print(f"{name}\n  {query.question}")
-            for parameter in query.parameters.values():
-                default = "required" if parameter.required else f"default: {parameter.default!r}"
-                print(f"    --param {parameter.name}=...  {parameter.description} ({default})")
-        return 0
-    if not args.query:
-        raise QueryError("name a query (e.g. best-runs) or a .rq file; `cnnprov query --list` shows them")
-    params = {}
-    for item in args.param:
-        name, sep, value = item.partition("=")
-        if not sep or not name:
-            raise QueryError(f"--param takes NAME=VALUE, got '{item}'")
-        params[name.strip()] = value
-    sys.stdout.write(render(ProvStore(args.store).query(args.query, **params), args.format))
-    return 0
-
-
-def _export(args: argparse.Namespace) -> int:
-    from cnnprov.analysis.picture import PICTURE_FORMATS
-    from cnnprov.analysis.provstore import ProvStore, QueryError
-
-    if args.format in PICTURE_FORMATS:
-        from cnnprov.analysis.picture import run_picture
-
-        if not args.run:
-            raise QueryError(f"--format {args.format} draws one run: pass --run ID (`cnnprov runs` lists the ids)")
-        data = run_picture(ProvStore(args.store), args.run, args.format)
-    else:
-        data = ProvStore(args.store).export(args.format, run=args.run)
-    if args.output:
-        try:
-            args.output.write_bytes(data)
-        except OSError as error:
-            raise StoreError(f"cannot write '{args.output}': {error.strerror or error}") from None
-        print(f"wrote {len(data):,} bytes to {args.output}", file=sys.stderr)
-    else:
-        sys.stdout.buffer.write(data)
-        sys.stdout.flush()
-    return 0
-
-
-def _plot(args: argparse.Namespace) -> int:
-    from cnnprov.analysis import plots
-    from cnnprov.analysis.provstore import ProvStore, QueryError
-
-    store = ProvStore(args.store)
-    output = args.output or Path(f"{args.kind}.png")
-    try:
-        if args.kind == "learning-curves":
-            figure = plots.learning_curves(store, metric=args.metric)
-        else:
-            if not args.name:
-                raise QueryError("hyperparameter-effect needs --name, the hyperparameter to plot (e.g. --name dropout)")
-            figure = plots.hyperparameter_effect(store, args.name, metric=args.metric, order=args.order)
-    except ValueError as error:
-        raise QueryError(str(error)) from None
-    try:
-        plots.save(figure, output)
-    except (OSError, ValueError) as error:
-        raise QueryError(f"cannot write '{output}': {error}") from None
-    print(f"wrote {output}", file=sys.stderr)
-    return 0
-
-
-def _demo(args: argparse.Namespace) -> int:
-    import logging
-    import warnings
-
-    from cnnprov.demo import default_grid, run_sweep
-
-    # The demo prints its own progress; Lightning's per-run banners would drown it.
-    # (Lightning sets its loggers' levels when imported, so this comes after the import.)
-    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore", module="lightning")
-    from cnnprov.analysis.formatting import to_table
-    from cnnprov.analysis.provstore import ProvStore
-
-    store = StoreLocation.parse(args.store)
-    grid = default_grid()
-    print(f"Training {len(grid)} configurations of a small CNN on scikit-learn's digits, recorded in '{store}' ...")
-    run_sweep(store, grid, max_epochs=args.epochs, limit=args.limit)
-    reader = ProvStore(store)
-    print("\nRuns ranked by their best validation accuracy (cnnprov query best-runs):")
-    print(textwrap.indent(to_table(reader.query("best-runs")), "  "))
-    print("Time per epoch (cnnprov query epoch-times):")
-    print(textwrap.indent(to_table(reader.query("epoch-times")), "  "))
-    print("Next: `cnnprov runs`, `cnnprov query --list`, `cnnprov export --format turtle > runs.ttl`")
-    return 0
-
-
-def _push(args: argparse.Namespace) -> int:
-    from cnnprov.storage.spool import Spool
-
-    target = StoreLocation.parse(args.store)
-    for path in args.spool:
-        if not path.is_file():
-            raise StoreError(f"no spool file '{path}': a run names its spool file when it ends")
-    # each entry is a SPARQL Update: sent to the endpoint, or applied to the embedded store
-    with target.open_session(serve_reads=False) as session:
-        writes = session.target("cnnprov push", spool=False)
-        for path in args.spool:
-            total = Spool(path).count()
-            try:
-                sent = Spool(path).drain(writes.update)
-            except (CnnprovError, OSError, SyntaxError) as error:
-                left = Spool(path).count()
-                raise StoreError(
-                    f"{error}. Sent {total - left} of {total} batches from '{path}'; the other {left} "
-                    f"stay there: run `cnnprov push` again when {target} takes them"
-                ) from None
-            print(f"sent {sent} batches from '{path}' to {target}", file=sys.stderr)
-    return 0
-
-def _serve(args: argparse.Namespace) -> int:
-    import time
-
-    from cnnprov.storage.advertisement import advertise, read_holder, withdraw
-    from cnnprov.storage.endpoint import ReadEndpoint
-    from cnnprov.storage.local import open_store_to_serve
-
-    location = StoreLocation.parse(args.store)
-    if location.path is None:
-        raise StoreError(f"'{location}' is a SPARQL endpoint already: give `serve` a store directory")
-    path = location.path
-    try:
-        store = open_store_to_serve(location)
-    except StoreError:
-        holder = read_holder(path)
-        if holder is not None and holder.url and holder.alive is not False:
-            raise StoreError(
-                f"'{path}' is held by a training process ({holder.describe()}), which serves it read-only "
-                f"itself at {holder.url} while it trains (to its own readers: `cnnprov` commands "
-                f"given --store {path}); run `cnnprov serve` when it ends"
-            ) from None
-        raise
-    endpoint = ReadEndpoint(store, token="")  # any SPARQL client on this machine may ask it
-    try:
-        url = endpoint.start(port=args.port)
-    except OSError as error:
-        reason = error.strerror or error
-        raise StoreError(f"cannot serve on 127.0.0.1:{args.port}: {reason}; choose another --port") from None
-    advertise(path, url=f"{url}/sparql")
-    print(f"serving '{path}' read-only at {url}/sparql (SPARQL 1.1 Protocol); Ctrl-C stops", flush=True)
-    try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        endpoint.stop()
-        withdraw(path)
-    print("stopped", file=sys.stderr)
-    return 0
-
-def _validate(args: argparse.Namespace) -> int:
-    from cnnprov.analysis.validate import ValidationReport, iter_validate_store
-
-    report = ValidationReport()
-    for number, total, run in iter_validate_store(args.store, run=args.run):
-        report.runs.append(run)
-        if not (args.quiet and run.conforms):
-            text = run.text() if run.findings else run.summary()
-            print(f"[{number}/{total}] {text}", flush=True)
-    print(report.summary())
-    return 0 if report.conforms else 1
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``cnnprov`` console script."""
-    from cnnprov.analysis.library import QueryNotFoundError
-    from cnnprov.analysis.picture import PictureError
-
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return args.handler(args)
-    except (CnnprovError, QueryNotFoundError, ImportError, PictureError) as error:
+    except (CnnprovError, ImportError) as error:
         print(f"cnnprov: error: {error}", file=sys.stderr)
         return 1
     except BrokenPipeError:  # `cnnprov export | head`

@@ -1,0 +1,215 @@
+"""The writer thread's half of recording: buffered items that are not yet quads become quads.
+
+The training thread buffers cheap tuples (:class:`MetricRow`, :class:`SummariesDue`,
+:class:`FileDigest`) and :class:`MetricConverter`, the ``convert`` of the
+run's :class:`~cnnprov.storage.writer.QuadWriter`, turns them into quads or a
+SPARQL Update on the writer thread, while training goes on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from pyoxigraph import NamedNode, Quad
+
+from cnnprov.capture.files import file_sha256
+from cnnprov.capture.summaries import RunningSummary, StoredSummaries
+from cnnprov.rdf import prov_forms
+from cnnprov.rdf.vocab import (
+    CNNPROV,
+    MLS,
+    PROV,
+    RDF,
+    RDFS,
+    child,
+    datetime_literal,
+    double_literal,
+    integer_literal,
+    iri,
+    iri_segment,
+    string_literal,
+)
+from cnnprov.storage.writer import Update
+
+
+class MetricRow(tuple):
+    """(metrics, step, time, generating epoch or None) as buffered on the hot path."""
+
+    __slots__ = ()
+
+
+class SummariesDue(tuple):
+    """(epoch statistics,) buffered at epoch starts and stage ends: the writer thread
+    rewrites the run's epoch statistics and the summaries of measures logged since."""
+
+    __slots__ = ()
+
+
+class FileDigest(tuple):
+    """(checkpoint node, file path, graph): the file's SHA-256, computed on the writer thread."""
+
+    __slots__ = ()
+
+    def quads(self) -> list[Quad]:
+        node, path, graph = self
+        try:
+            digest = file_sha256(path)
+        except OSError:  # removed before it could be read: size and path are recorded
+            return []
+        return [Quad(node, CNNPROV.sha256, string_literal(digest), graph)]
+
+
+class MetricTerms:
+    """The terms a run's metric values repeat, made once and reused (writer thread)."""
+
+    def __init__(self, run: NamedNode, base: str) -> None:
+        self.run = run
+        self.base = base
+        self.value_prefix = child(run, "value", "").value  # "…/value/": the counter, a decimal, follows
+        self.generators: dict[int | None, NamedNode] = {None: run}
+        self.measures: dict[str, NamedNode] = {}
+
+    def measure(self, name: str) -> NamedNode:
+        node = self.measures.get(name)
+        if node is None:
+            node = self.measures[name] = iri(self.base, "measure", iri_segment(name))
+        return node
+
+    def generator(self, epoch: int | None) -> NamedNode:
+        node = self.generators.get(epoch)
+        if node is None:
+            node = self.generators[epoch] = child(self.run, "epoch", str(epoch))
+        return node
+
+
+class MetricConverter:
+    """Writer thread: a run's buffered items → quads; the ``convert`` each of its writers gets.
+
+    Its state (values numbered so far, measures described, each measure's
+    running summary, the summaries last written) belongs to the writer thread:
+    it changes only while an item converts. The recorder, on the training
+    thread, touches it through two calls alone, each made while no item is
+    waiting to convert (a writer converts only what is buffered, and the last
+    writer was flushed when it closed):
+
+    * :meth:`continue_run`, as a stored run is continued, to number values after its own;
+    * :meth:`new_writer`, each time the recorder makes a new writer, to say which
+      run it writes and that its first summary update replaces them whole.
+    """
+
+    def __init__(self, run: NamedNode, bundle: NamedNode, base: str) -> None:
+        self.run, self.bundle, self.base = run, bundle, base
+        self._metric_count = 0
+        self._measures: set[str] = set()  # described in the run's graph already
+        self._summaries: dict[str, RunningSummary] = {}
+        self._changed_summaries: set[str] = set()
+        self._stored_summaries: StoredSummaries | None = None  # what this writer's updates wrote last
+        self._terms: MetricTerms | None = None
+
+    # -- training thread, before items convert ---------------------------
+    def new_writer(self, run: NamedNode, bundle: NamedNode) -> None:
+        """A new writer converts for ``run`` (a resumed run may have taken another IRI).
+
+        What the last writer believed it wrote may not have reached the store
+        (its failed writes are dropped with it), so summaries are replaced whole once more.
+        """
+        self.run, self.bundle = run, bundle
+        self._stored_summaries = None
+
+    def continue_run(self, values: int, summaries: Mapping[str, RunningSummary]) -> None:
+        """Continue a stored run: ``values`` numbered already, each measure's summary so far."""
+        self._metric_count = values
+        self._summaries.update(summaries)
+
+    # -- writer thread -----------------------------------------------------
+    def __call__(self, item: Any) -> list[Quad] | Update:
+        """A buffered item that is not yet quads → quads (or one summary update)."""
+        if isinstance(item, FileDigest):
+            return item.quads()
+        if isinstance(item, SummariesDue):
+            return self._summary_update(item[0])
+        return self._metric_quads(item)
+
+    def _summary_update(self, epoch_statistics: tuple[int, int, float, float | None]) -> Update | list[Quad]:
+        """One update for the run's epoch statistics and the summaries that changed."""
+        stored = self._stored_summaries
+        if stored is None:  # the first update of this writer (see new_writer)
+            stored = self._stored_summaries = StoredSummaries(self.run, self.bundle)
+        changed = self._changed_summaries
+        terms = self._metric_terms()
+        measures = {name: terms.measure(name) for name in changed}
+        sparql = stored.update(self._summaries, measures, changed, epoch_statistics)
+        changed.clear()
+        return Update(sparql) if sparql else []
+
+    def _metric_terms(self) -> MetricTerms:
+        terms = self._terms
+        if terms is None or terms.run != self.run:  # first value, or a resumed run took another IRI
+            terms = self._terms = MetricTerms(self.run, self.base)
+        return terms
+
+    def _metric_quads(self, row: MetricRow) -> list[Quad]:
+        """One buffered ``log_metrics`` call → quads.
+
+        Each value: its two types, measure, value, time, generating activity,
+        step and epoch, and the generation's qualified form (activity and time).
+        The nodes every value repeats are made once per run (building terms is
+        most of the Python work here, and it holds the GIL).
+        """
+        metrics, step, when, generating_epoch = row
+        terms = self._metric_terms()
+        graph = self.bundle
+        at = datetime_literal(when)
+        generator = terms.generator(generating_epoch)
+        at_step = integer_literal(step) if step is not None else None
+        epoch_value = metrics.get("epoch")
+        epoch_number = int(epoch_value) if epoch_value is not None else None
+        at_epoch = integer_literal(epoch_number) if epoch_number is not None else None
+        summaries, changed = self._summaries, self._changed_summaries
+        entity, evaluation, rdf_type = PROV.Entity, MLS.ModelEvaluation, RDF.type
+        quads: list[Quad] = []
+        for name, value in metrics.items():
+            if name == "epoch":
+                continue
+            number = _as_float(value)
+            if number is None:
+                continue
+            name = str(name)
+            measure = terms.measure(name)
+            if name not in self._measures:  # described once in the run's graph
+                self._measures.add(name)
+                quads.append(Quad(measure, rdf_type, entity, graph))
+                quads.append(Quad(measure, rdf_type, MLS.EvaluationMeasure, graph))
+                quads.append(Quad(measure, RDFS.label, string_literal(name), graph))
+            summary = summaries.get(name)
+            if summary is None:
+                summary = summaries[name] = RunningSummary()
+            summary.add(number, epoch_number)
+            changed.add(name)
+            self._metric_count += 1
+            node = NamedNode(f"{terms.value_prefix}{self._metric_count}")
+            quads += (
+                Quad(node, rdf_type, entity, graph),
+                Quad(node, rdf_type, evaluation, graph),
+                Quad(node, MLS.specifiedBy, measure, graph),
+                Quad(node, MLS.hasValue, double_literal(number), graph),
+                Quad(node, PROV.generatedAtTime, at, graph),
+                Quad(node, PROV.wasGeneratedBy, generator, graph),
+            )
+            if at_step is not None:
+                quads.append(Quad(node, CNNPROV.atStep, at_step, graph))
+            if at_epoch is not None:
+                quads.append(Quad(node, CNNPROV.atEpoch, at_epoch, graph))
+            # the generation's qualified form too (see prov_forms): activity and time
+            qualified = prov_forms.generation(node, generator)
+            quads += (Quad(*triple, graph) for triple in qualified)
+            quads.append(Quad(qualified[0][2], PROV.atTime, at, graph))
+        return quads
+
+
+def _as_float(value: Any) -> float | None:
+    try:
+        return float(value.item() if hasattr(value, "item") else value)
+    except (TypeError, ValueError, RuntimeError):
+        return None

@@ -1,0 +1,44 @@
+"""The IRIs of a run's records, minted in one place so that the records and the recorder's numbering agree."""
+
+from __future__ import annotations
+
+from pyoxigraph import NamedNode
+
+from cnnprov.rdf.vocab import child
+
+
+def epoch_node(run: NamedNode, index: int) -> NamedNode:
+    return child(run, "epoch", str(index))
+
+
+def attempt_node(run: NamedNode, index: int) -> NamedNode:
+    return child(run, "attempt", str(index))
+
+
+def checkpoint_node(run: NamedNode, number: int | str) -> NamedNode:
+    """The run's ``number``-th checkpoint, or its ``"input"`` one (a file no stored run wrote)."""
+    return child(run, "checkpoint", str(number))
+
+
+def user_association_node(run: NamedNode) -> NamedNode:
+    return child(run, "association", "user")
+
+
+def optimizer_node(run: NamedNode, index: int) -> NamedNode:
+    return child(run, "optimizer", str(index))
+
+
+def group_node(optimizer: NamedNode, index: int) -> NamedNode:
+    return child(optimizer, "group", str(index))
+
+
+def setting_node(owner: NamedNode, key: str) -> NamedNode:
+    return child(owner, "setting", key)
+
+
+def adapted_setting_node(group: NamedNode, adaptation: int) -> NamedNode:
+    """The learning-rate setting the ``adaptation``-th adaptation of the run generated."""
+    return child(group, "setting", "lr", str(adaptation))
+
+
+# -- the run, its agents, its attempts -------------------------------------

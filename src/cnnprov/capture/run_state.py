@@ -1,0 +1,85 @@
+"""Where a run's record stands: the numbering and latest nodes the recorder mints from.
+
+One :class:`RunState` per :class:`~cnnprov.capture.recorder.RunRecorder`, used
+on the training thread only (the writer thread's state is in
+:class:`~cnnprov.capture.conversion.MetricConverter`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pyoxigraph import NamedNode
+
+from cnnprov.capture.resume import RecordedRun
+from cnnprov.capture.summaries import EpochStatistics
+
+
+@dataclass
+class RunState:
+    """The counters and latest nodes of one run (training thread).
+
+    Epoch indices here are the run's own. A caller that counts epochs its own
+    way (a new Lightning Trainer counts from 0 again) has them mapped by
+    :meth:`run_epoch`, after :meth:`number_stage` said where its count starts.
+    """
+
+    epochs: dict[int, float] = field(default_factory=dict)  # epoch index → its first start time
+    current_epoch: int | None = None
+    ended_epochs: set[int] = field(default_factory=set)
+    reopened_epochs: set[int] = field(default_factory=set)  # recorded before: a resumed attempt re-entered them
+    checkpoints: int = 0
+    latest_checkpoint: NamedNode | None = None
+    learning_rates: dict[tuple[int, int], tuple[NamedNode, float]] = field(default_factory=dict)
+    adaptations: int = 0
+    optimizers: dict[int, NamedNode] = field(default_factory=dict)
+    attempt: NamedNode | None = None
+    epoch_statistics: EpochStatistics = field(default_factory=EpochStatistics)
+    hyperparameter_texts: dict[str, str] = field(default_factory=dict)  # path → value text, for the listing literal
+    epoch_offset: int = 0  # the caller's epoch + this = the run's
+    outside_training: bool = False  # the caller's stage trains no epochs (validate, test)
+
+    def continue_from(self, recorded: RecordedRun, checkpoint: NamedNode | None) -> None:
+        """Pick up a stored run's numbering (``checkpoint``: the one this attempt resumes from, if known)."""
+        self.epochs.update(recorded.epochs)
+        self.checkpoints = recorded.checkpoints
+        self.latest_checkpoint = checkpoint or recorded.latest_checkpoint
+        self.epoch_statistics = EpochStatistics(len(recorded.epochs), recorded.epoch_seconds)
+        self.adaptations = recorded.adaptations
+        self.optimizers.update(recorded.optimizers)
+        self.learning_rates.update(recorded.learning_rates)
+
+    @property
+    def last_epoch(self) -> int | None:
+        return max(self.epochs, default=None)
+
+    def number_stage(self, training: bool, caller_epoch: int, restored: bool) -> None:
+        """A stage of the caller starts, its epoch counter at ``caller_epoch``.
+
+        A training stage is numbered after the epochs already recorded (so each
+        index stays unique), unless the caller ``restored`` its counter from a
+        checkpoint: then its count is the run's. Outside training the mapping
+        stays as it was.
+        """
+        self.outside_training = not training
+        if training:
+            last = self.last_epoch
+            self.epoch_offset = 0 if restored or last is None else max(0, last + 1 - caller_epoch)
+
+    def run_epoch(self, caller_epoch: int) -> int:
+        """The run's index of the caller's epoch."""
+        return caller_epoch + self.epoch_offset
+
+    def run_metrics(self, metrics: Mapping[str, Any]) -> Mapping[str, Any]:
+        """The caller's metrics with their ``epoch`` key in the run's numbering; none outside training
+        (a test value is no epoch's). The same mapping when nothing changes."""
+        if not (self.outside_training or self.epoch_offset) or "epoch" not in metrics:
+            return metrics
+        mapped = dict(metrics)
+        if self.outside_training:
+            del mapped["epoch"]
+        else:
+            mapped["epoch"] = int(mapped["epoch"]) + self.epoch_offset
+        return mapped
