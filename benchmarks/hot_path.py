@@ -34,10 +34,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import machine, median, peer_logger, quiet_lightning, table, write_json
-
 from cnnprov.storage.local import wait_released
 
+from _common import machine, median, peer_logger, quiet_lightning, table, write_json
 
 quiet_lightning()
 

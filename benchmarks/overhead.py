@@ -35,13 +35,14 @@ from typing import Any
 
 import lightning as L
 import torch
-from _common import machine, median, peer_logger, quiet_lightning, table, write_json
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers.logger import Logger
 from lightning.pytorch.utilities import rank_zero_only
 
 from cnnprov.demo import DigitsCNN, DigitsDataModule
 from cnnprov.storage.local import wait_released
+
+from _common import machine, median, peer_logger, quiet_lightning, table, write_json
 
 quiet_lightning()
 

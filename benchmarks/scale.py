@@ -35,14 +35,15 @@ from typing import Any
 
 import pyoxigraph as ox
 import torch
-from _common import machine, median, peak_rss_mib, table, write_json
 
 import cnnprov
 from cnnprov import ProvStore, RunRecorder
-from cnnprov.demo import DigitsCNN
 from cnnprov.analysis.library import bundled_queries, load_query
 from cnnprov.analysis.provstore import QueryError
+from cnnprov.demo import DigitsCNN
 from cnnprov.storage.local import wait_released
+
+from _common import machine, median, peak_rss_mib, table, write_json
 
 
 def directory_size_mib(path: Path) -> float:

@@ -11,7 +11,6 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from helpers import tiny_data, tiny_trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 
@@ -19,6 +18,8 @@ import cnnprov
 from cnnprov import ProvLogger, ProvStore
 from cnnprov.demo import DigitsCNN
 from cnnprov.rdf.vocab import CNNPROV_NS
+
+from helpers import tiny_data, tiny_trainer
 
 PREFIXES = """
 PREFIX prov: <http://www.w3.org/ns/prov#>

@@ -21,9 +21,10 @@ from pathlib import Path
 import pyoxigraph as ox
 import pytest
 import rdflib
-from helpers import CLI, TINY_LIMIT, cli, cli_env, ok
 
 from cnnprov.demo import run_sweep
+
+from helpers import CLI, TINY_LIMIT, cli, cli_env, ok
 
 SCRIPT = Path(sys.executable).with_name("cnnprov")
 QUERIES_DIR = Path(__file__).resolve().parents[1] / "queries"

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 import rdflib
 
-from helpers import cli
 from cnnprov import ProvStore
+
+from helpers import cli
 
 HERE = Path(__file__).parent
 

@@ -22,10 +22,11 @@ from prov.model import ProvBundle, ProvDocument, ProvElement, ProvRelation
 from rdflib import Namespace, URIRef
 from rdflib.namespace import OWL, RDF, RDFS
 
-from helpers import cli
 from cnnprov import ProvStore
 from cnnprov.analysis.ontology_picture import ontology_dot
 from cnnprov.analysis.picture import run_dot
+
+from helpers import cli
 
 ROOT = Path(__file__).resolve().parents[1]
 PROV = Namespace("http://www.w3.org/ns/prov#")

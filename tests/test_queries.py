@@ -30,11 +30,12 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 import cnnprov
-from helpers import ok
 from cnnprov import ProvLogger, ProvStore
-from cnnprov.demo import DigitsCNN, DigitsDataModule
 from cnnprov.analysis.provstore import QueryError
+from cnnprov.demo import DigitsCNN, DigitsDataModule
 from cnnprov.rdf.vocab import python_value
+
+from helpers import ok
 
 PROV = "http://www.w3.org/ns/prov#"
 MLS = "http://www.w3.org/ns/mls#"

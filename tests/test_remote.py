@@ -25,15 +25,16 @@ from pathlib import Path
 
 import pyoxigraph as ox
 import pytest
-from helpers import CLI, cli, tiny_data, tiny_trainer
 
 from cnnprov import ProvLogger, ProvStore, RunRecorder
-from cnnprov.demo import DigitsCNN
 from cnnprov.analysis.library import bundled_queries, load_query
+from cnnprov.demo import DigitsCNN
 from cnnprov.rdf.sparql import bind, term_text
 from cnnprov.storage.location import StoreLocation
 from cnnprov.storage.remote import RemoteStore, RemoteTarget
 from cnnprov.storage.spool import Spool
+
+from helpers import CLI, cli, tiny_data, tiny_trainer
 
 HERE = Path(__file__).parent
 CNNPROV = "https://w3id.org/cnnprov/ns#"

@@ -27,16 +27,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import tiny_data, tiny_trainer
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 from cnnprov import ProvLogger, ProvStore, RunRecorder
-from cnnprov.demo import DigitsCNN
 from cnnprov.analysis.provstore import QueryError
 from cnnprov.capture.recorder import file_sha256
+from cnnprov.demo import DigitsCNN
 from cnnprov.errors import StoreError, StoreLockedError
 from cnnprov.storage.advertisement import is_process_alive, read_holder
 from cnnprov.storage.location import StoreLocation
+
+from helpers import tiny_data, tiny_trainer
 
 TESTS = Path(__file__).resolve().parent
 

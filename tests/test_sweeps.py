@@ -5,11 +5,12 @@ from __future__ import annotations
 import lightning as L
 import optuna
 import pytest
-from helpers import tiny_data, tiny_trainer
 
 from cnnprov import ProvStore
 from cnnprov.demo import DigitsCNN
 from cnnprov.integrations.optuna import OptunaStudyRecorder
+
+from helpers import tiny_data, tiny_trainer
 
 
 class PruneTrialOne(optuna.pruners.BasePruner):

@@ -15,14 +15,15 @@ from pathlib import Path
 import pyoxigraph as ox
 import pytest
 import rdflib
-from helpers import cli, tiny_data, tiny_trainer
 from rdflib import Literal, Namespace, URIRef
 from rdflib.namespace import RDF
 
 from cnnprov import ProvLogger, ProvStore
+from cnnprov.analysis.validate import SHAPES_NS, shapes_graph, validate_graph, validate_store
 from cnnprov.demo import DigitsCNN, run_sweep
 from cnnprov.integrations.optuna import OptunaStudyRecorder
-from cnnprov.analysis.validate import SHAPES_NS, shapes_graph, validate_graph, validate_store
+
+from helpers import cli, tiny_data, tiny_trainer
 
 PROV = Namespace("http://www.w3.org/ns/prov#")
 MLS = Namespace("http://www.w3.org/ns/mls#")

@@ -19,14 +19,14 @@ from cnnprov.capture.architecture import LayerDescription
 from cnnprov.capture.environment import RunEnvironment
 from cnnprov.capture.hyperparameters import scalar
 from cnnprov.capture.nodes import (  # noqa: F401 - re-exported: records and their IRIs go together
-    epoch_node,
+    adapted_setting_node,
     attempt_node,
     checkpoint_node,
-    user_association_node,
-    optimizer_node,
+    epoch_node,
     group_node,
+    optimizer_node,
     setting_node,
-    adapted_setting_node,
+    user_association_node,
 )
 from cnnprov.rdf import prov_forms
 from cnnprov.rdf.prov_forms import Triple

@@ -17,8 +17,8 @@ from typing import Any
 from pyoxigraph import Literal, NamedNode, Variable
 
 from cnnprov.capture.summaries import RunningSummary
-from cnnprov.storage.protocols import ReadStore
 from cnnprov.rdf.vocab import CNNPROV, CNNPROV_NS, MLS, MLS_NS, PROV, PROV_NS, RDF, RDFS, python_value
+from cnnprov.storage.protocols import ReadStore
 
 
 @dataclass

@@ -18,9 +18,9 @@ from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
 from cnnprov.capture.environment import current_environment, prefetch_environment
 from cnnprov.capture.recorder import FAILED, RunRecorder
 from cnnprov.errors import StoreWriteError
+from cnnprov.rdf.vocab import DEFAULT_BASE
 from cnnprov.storage.location import StoreLocation
 from cnnprov.storage.protocols import Session
-from cnnprov.rdf.vocab import DEFAULT_BASE
 
 
 class ProvLogger(Logger):
