@@ -28,6 +28,10 @@ from cnnprov.rdf.prov_forms import Triple
 from cnnprov.rdf.vocab import CNNPROV, literal, string_literal
 from cnnprov.storage.writer import QuadWriter, Replace
 
+#: Builds a MetricRow on the hot path without NamedTuple's Python-level constructor.
+_new_row = tuple.__new__
+
+
 
 class RunEvents:
     """What a run's caller reports, as records buffered to the run's writer (none before it starts).
@@ -212,7 +216,7 @@ class RunEvents:
 
     def _summaries_due(self) -> None:
         if self._writer is not None:
-            self._writer.append(SummariesDue((self._state.epoch_statistics.snapshot(),)))
+            self._writer.append(SummariesDue(self._state.epoch_statistics.snapshot()))
 
     def stage_ended(self) -> None:
         """Training stopped: later metrics (test, validate) belong to the run, not an epoch."""
@@ -231,7 +235,7 @@ class RunEvents:
                 metrics = state.run_metrics(metrics)
             now = time.time()
             # stamped: the writer thread gets the values within ms and stores them while training goes on
-            writer.append(MetricRow((metrics, step, now, state.current_epoch)), now)
+            writer.append(_new_row(MetricRow, (metrics, step, now, state.current_epoch)), now)
 
     def log_checkpoint(
         self,
@@ -258,7 +262,7 @@ class RunEvents:
             )
         )
         if size is not None and self._writer is not None:  # hashed on the writer thread, before the next epoch starts
-            self._writer.append(FileDigest((node, str(file), self.bundle)))
+            self._writer.append(FileDigest(node, str(file), self.bundle))
         state.latest_checkpoint = node
         return node
 

@@ -267,11 +267,11 @@ class QuadWriter:
         for index, item in enumerate(items):
             if not isinstance(item, (Quad, Replace, Update, _Converted)):
                 converted = self._convert(item)
-                item = items[index] = converted if isinstance(converted, Update) else _Converted(converted)
+                item = items[index] = converted if isinstance(converted, Update) else _Converted(list(converted))
             if isinstance(item, Quad):
                 quads.append(item)
             elif isinstance(item, _Converted):
-                quads.extend(item)
+                quads.extend(item.quads)
             else:  # a Replace or an Update: after the quads before it, in a transaction of its own
                 self._store_quads(quads)
                 self._written = index
@@ -308,10 +308,11 @@ class QuadWriter:
             ) from error
 
 
-class _Converted(tuple):
+@dataclass(frozen=True)
+class _Converted:
     """The quads an item converted to, kept in its place until they are stored."""
 
-    __slots__ = ()
+    quads: list[Quad]
 
 
 def _no_conversion(item: Any) -> Iterable[Quad]:
