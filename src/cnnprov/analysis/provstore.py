@@ -118,7 +118,6 @@ class ProvStore:
         finally:
             reader.close()
 
-    _opened = reading
 
     # -- queries -------------------------------------------------------------
     def query(self, name_or_path: str | Path, **params: Any) -> QueryResult:

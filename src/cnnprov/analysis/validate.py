@@ -215,7 +215,7 @@ def run_graphs(store: ProvStore | str | os.PathLike | None = None) -> list[tuple
     """Every named graph of a store with the id of the run it records (``None`` if it names none),
     runs in the order they started."""
     reader = _reader(store)
-    with reader._opened() as opened:
+    with reader.reading() as opened:
         rows = [
             (row["graph"].value, _text(row["id"]), _text(row["start"]))
             for row in cast("pyoxigraph.QuerySolutions", opened.query(_GRAPHS_QUERY, use_default_graph_as_union=True))
@@ -283,7 +283,7 @@ def _load_graph(reader: ProvStore, graph: str) -> rdflib.Graph:
     import pyoxigraph as ox
     import rdflib
 
-    with reader._opened() as opened:
+    with reader.reading() as opened:
         quads = list(opened.quads_for_pattern(None, None, None, ox.NamedNode(graph)))
     result = rdflib.Graph(identifier=rdflib.URIRef(graph))
     convert = _RdflibTerms()

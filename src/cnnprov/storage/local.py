@@ -22,7 +22,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyoxigraph as ox
 
@@ -31,6 +31,7 @@ from cnnprov.rdf.sparql import Term, replace_operation
 from cnnprov.storage.advertisement import advertise, read_holder, withdraw
 from cnnprov.storage.location import StoreLocation
 from cnnprov.storage.opening import check_readable, in_this_process_message, open_store, prepare_store_directory
+from cnnprov.storage.protocols import Reader, Session, WriteTarget
 
 log = logging.getLogger(__name__)
 
@@ -342,3 +343,11 @@ def open_store_to_serve(location: StoreLocation) -> ox.Store:
     assert location.path is not None
     check_readable(location.path)
     return _open_waiting(location.path, location.read_wait_s)
+
+
+if TYPE_CHECKING:  # mypy checks that the embedded store's classes do what the protocols say
+
+    def _satisfies(
+        session: LocalSession, target: LocalTarget, reader: LocalReader
+    ) -> tuple[Session, WriteTarget, Reader]:
+        return session, target, reader

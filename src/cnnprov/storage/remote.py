@@ -49,6 +49,7 @@ from cnnprov.storage.spool import Spool, default_spool_path
 
 if TYPE_CHECKING:
     from cnnprov.storage.location import StoreLocation
+    from cnnprov.storage.protocols import Reader, Session, WriteTarget
 
 log = logging.getLogger(__name__)
 
@@ -390,3 +391,11 @@ def _error_message(error: urllib.error.HTTPError) -> str:
     except OSError:
         text = ""
     return text[:500] or error.reason or ""
+
+
+if TYPE_CHECKING:  # mypy checks that the endpoint's classes do what the protocols say
+
+    def _satisfies(
+        session: RemoteSession, target: RemoteTarget, reader: RemoteStore
+    ) -> tuple[Session, WriteTarget, Reader]:
+        return session, target, reader
