@@ -64,7 +64,8 @@ def test_the_command_passes_on_the_demo_sweep_with_one_line_per_run(sweep_store)
     assert result.returncode == 0, result.stdout + result.stderr
     lines = result.stdout.splitlines()
     assert [line.split()[:2] for line in lines[:2]] == [["[1/2]", "ok"], ["[2/2]", "ok"]]
-    assert lines[-1] == "2 runs checked against cnnprov-shapes.ttl: 2 conform."
+    assert lines[-2] == "2 runs checked against cnnprov-shapes.ttl: 2 conform."
+    assert lines[-1].startswith("PROV-CONSTRAINTS (") and lines[-1].endswith("none violated.")
 
 
 def test_runs_with_a_schedule_a_checkpoint_per_epoch_and_a_crash_conform(tmp_path, store_path):
@@ -255,7 +256,10 @@ def test_a_broken_store_fails_the_command_naming_run_node_and_rule(sweep_store, 
     assert f"ok   run {good_id}" in out and f"FAIL run {bad_id}" in out
     assert f"violation: <{checkpoint}> breaks cnnprovsh:{rule}: a checkpoint has exactly one cnnprov:sha256" in out
     assert f"violation: <{epoch}> breaks cnnprovsh:{epoch_rule}: an epoch starts" in out
-    assert out.splitlines()[-1].startswith("2 runs checked against cnnprov-shapes.ttl: 1 conform, 1 do not")
+    summary = next(line for line in out.splitlines() if line.startswith("2 runs checked"))
+    assert summary.startswith("2 runs checked against cnnprov-shapes.ttl: 1 conform, 1 do not")
+    assert f"start-precedes-end: <{epoch}> ends at" in out  # the same break, as PROV-CONSTRAINTS say it
+    assert out.splitlines()[-1].startswith("PROV-CONSTRAINTS (") and "violations." in out.splitlines()[-1]
     assert [line[:5] for line in out.splitlines() if line.startswith("[")] == ["[1/2]", "[2/2]"]
 
     only_good = cli("validate", "--store", path, "--run", good_id[:8])

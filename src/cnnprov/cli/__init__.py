@@ -123,8 +123,10 @@ def build_parser() -> argparse.ArgumentParser:
             "Validate each run's named graph with pySHACL against ontologies/cnnprov-shapes.ttl: a start, "
             "agents, settings, epochs in order that start before they end, metric values with a measure "
             "and a numeric value, checkpoints with a SHA-256, and more. Prints one line per run as it is "
-            "checked and, for a run that breaks a rule, each node and the rule it breaks. Exit status 1 "
-            "when any run does not conform (warnings do not count)."
+            "checked and, for a run that breaks a rule, each node and the rule it breaks. Without --run, the "
+            "whole store is then checked against the PROV-CONSTRAINTS that apply to it (ontologies/constraints/: "
+            "events in order, one generation per entity, every graph a bundle). Exit status 1 when any run "
+            "does not conform or a constraint is violated (warnings do not count)."
         ),
         epilog="example: cnnprov validate --run 3f2a",
     )

@@ -191,4 +191,16 @@ def validate(args: argparse.Namespace) -> int:
             text = run.text() if run.findings else run.summary()
             print(f"[{number}/{total}] {text}", flush=True)
     print(report.summary())
-    return 0 if report.conforms else 1
+    if args.run is not None:
+        return 0 if report.conforms else 1
+    from cnnprov.analysis.constraints import check_constraints, constraint_queries
+    from cnnprov.analysis.provstore import ProvStore
+
+    violations = check_constraints(ProvStore(args.store))
+    for violation in violations:
+        print(f"  {violation}")
+    print(
+        f"PROV-CONSTRAINTS ({len(constraint_queries())} checks over the whole store): "
+        + (f"{len(violations)} violations." if violations else "none violated.")
+    )
+    return 0 if report.conforms and not violations else 1

@@ -274,6 +274,10 @@ class _ProvCallback(Callback):
         self.logger = logger
         self._watch_steps = False
         self._epoch: int | None = None  # the trainer epoch last reported to the recorder
+        # The epoch started and not yet ended. It ends when the next one starts or training
+        # ends: Lightning logs epoch-level metrics and ModelCheckpoint saves after
+        # on_train_epoch_end, and what an epoch generates must fall within it (PROV-CONSTRAINTS).
+        self._open_epoch: int | None = None
 
     def _recorder(self) -> RunRecorder | None:
         recorder = self.logger._recorder
@@ -287,6 +291,7 @@ class _ProvCallback(Callback):
         _log_loaders(recorder, "validation", _as_list(trainer.val_dataloaders))
         self._watch_steps = any(config.interval == "step" for config in trainer.lr_scheduler_configs)
         self._epoch = None
+        self._open_epoch = None
 
     def on_validation_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         recorder = self._recorder()
@@ -306,7 +311,9 @@ class _ProvCallback(Callback):
         recorder = self._recorder()
         if recorder is None:
             return
+        self._end_open_epoch(recorder)
         _check_learning_rates(recorder, trainer, trainer.current_epoch)
+        self._open_epoch = trainer.current_epoch
         try:
             recorder.epoch_started(trainer.current_epoch)
         except StoreWriteError as error:  # never stop training over a failed write: it is kept and retried
@@ -321,14 +328,16 @@ class _ProvCallback(Callback):
             if recorder is not None:
                 _check_learning_rates(recorder, trainer, trainer.current_epoch)
 
-    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        recorder = self._recorder()
-        if recorder is not None:
-            recorder.epoch_ended(trainer.current_epoch)
+    def _end_open_epoch(self, recorder: RunRecorder) -> None:
+        """End the epoch in progress: after everything Lightning logged and saved for it."""
+        if self._open_epoch is not None:
+            recorder.epoch_ended(self._open_epoch)
+            self._open_epoch = None
 
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         recorder = self._recorder()
         if recorder is not None:
+            self._end_open_epoch(recorder)  # the last epoch's metrics and checkpoints are in by now
             recorder.stage_ended()
 
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
