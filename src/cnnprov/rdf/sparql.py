@@ -179,6 +179,12 @@ def bind(query: str, terms: dict[str, str]) -> str:
     return "".join(text + inserts.get(i, "") for i, (_, text) in enumerate(tokens))
 
 
+def mentions_keyword(query: str, keyword: str) -> bool:
+    """Whether ``keyword`` (e.g. ``SERVICE``) is a keyword of ``query``: not inside a string, IRI or comment."""
+    upper = keyword.upper()
+    return any(m.lastgroup == "word" and m.group().upper() == upper for m in _TOKENS.finditer(query))
+
+
 def _values(terms: dict[str, str]) -> str:
     names = " ".join(f"?{name}" for name in terms)
     return f"VALUES ({names}) {{ ({' '.join(terms.values())}) }}"

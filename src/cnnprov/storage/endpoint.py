@@ -12,11 +12,16 @@ that moment (an epoch's records are committed before the next epoch trains), as 
 A training process's endpoint admits only its owner: it requires the random token of its
 advertisement (a file only the owner can read) as ``Authorization: Bearer …`` on every
 request, and refuses a ``Host:`` other than the address it is bound to, so that a web page
-cannot reach it through a renamed host. It sends no CORS headers.
+cannot reach it through a renamed host. It sends no CORS headers. Every endpoint refuses
+``SERVICE`` (the process would fetch a URL for whoever asks), bodies over
+:data:`MAX_REQUEST_BYTES`, more than :data:`MAX_CONNECTIONS` connections at once, and a
+connection idle for :data:`IDLE_TIMEOUT_S`; a malformed request gets a 4xx answer, never a
+traceback in the serving process's output.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import json
 import secrets
@@ -27,6 +32,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pyoxigraph as ox
+
+from cnnprov.rdf.sparql import mentions_keyword
+
+#: The largest request body (a query) the endpoint reads.
+MAX_REQUEST_BYTES = 1 << 20
+#: Connections served at once; more are answered 503 and closed.
+MAX_CONNECTIONS = 16
+#: Seconds a connection may wait for the next byte of a request before it is closed.
+IDLE_TIMEOUT_S = 10.0
 
 
 class ReadEndpoint:
@@ -54,8 +68,7 @@ class ReadEndpoint:
     def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
         """Serve in a daemon thread; returns the base URL."""
         handler = type("Handler", (_Handler,), {"endpoint": self})
-        self._server = ThreadingHTTPServer((host, port), handler)
-        self._server.daemon_threads = True
+        self._server = _BoundedServer((host, port), handler)
         # The loop wakes every poll_interval only to see whether it should stop (requests wake it
         # at once); stop() does not wait for it, so wake it rarely: each wake takes the GIL.
         self._thread = threading.Thread(
@@ -95,6 +108,33 @@ def _text(host: str | bytes | bytearray) -> str:
     return host if isinstance(host, str) else bytes(host).decode()
 
 
+class _BoundedServer(ThreadingHTTPServer):
+    """A threading server that serves at most :data:`MAX_CONNECTIONS` connections at once."""
+
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
+        super().__init__(address, handler)
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            with contextlib.suppress(OSError):
+                request.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A connection that broke (reset, timed out) is the client's business: nothing is printed."""
+
+
 def _close_server(server: ThreadingHTTPServer) -> None:
     server.shutdown()
     server.server_close()
@@ -103,6 +143,7 @@ def _close_server(server: ThreadingHTTPServer) -> None:
 class _Handler(BaseHTTPRequestHandler):
     endpoint: ReadEndpoint
     server_version = "cnnprov-endpoint"
+    timeout = IDLE_TIMEOUT_S  # the socket's: an idle or short-changed connection does not hold a thread
 
     def log_message(self, format: str, *args: Any) -> None:  # keep training output clean
         pass
@@ -117,16 +158,36 @@ class _Handler(BaseHTTPRequestHandler):
         url = urllib.parse.urlsplit(self.path)
         if self._refused() or self._not_found(url.path):
             return
-        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        body = self._body()
+        if body is None:
+            return
         content_type = (self.headers.get("Content-Type") or "").split(";")[0].strip()
         if content_type == "application/sparql-query":
-            self._answer(body.decode("utf-8"))
+            self._answer(body)
             return
-        form = urllib.parse.parse_qs(body.decode("utf-8"))
+        form = urllib.parse.parse_qs(body)
         if "update" in form:
             self._send(403, b"this endpoint is read-only: SPARQL Update is refused\n", "text/plain")
             return
         self._answer((form.get("query") or [""])[0])
+
+    def _body(self) -> str | None:
+        """The request body as text, or ``None`` once a 4xx has been sent for it."""
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            self._send(400, b"Content-Length is not a number\n", "text/plain")
+            return None
+        if length < 0 or length > MAX_REQUEST_BYTES:
+            self._send(413, f"a request body is at most {MAX_REQUEST_BYTES} bytes\n".encode(), "text/plain")
+            return None
+        try:
+            return self.rfile.read(length).decode("utf-8")
+        except UnicodeDecodeError:
+            self._send(400, b"the request body is not UTF-8\n", "text/plain")
+        except OSError:  # timed out waiting for a body shorter than it said: nothing to answer
+            self.close_connection = True
+        return None
 
     def _refused(self) -> bool:
         if self.endpoint.admits(self.headers.get("Host") or "", self.headers.get("Authorization") or ""):
@@ -141,6 +202,10 @@ class _Handler(BaseHTTPRequestHandler):
         return True
 
     def _answer(self, query: str) -> None:
+        if mentions_keyword(query, "SERVICE"):
+            self._send(403, b"SERVICE is refused: this endpoint never fetches other URLs\n", "text/plain")
+            return
+
         def answer() -> None:
             result = self.endpoint.select(query)
             if isinstance(result, ox.QueryTriples):
@@ -158,6 +223,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(400, json.dumps({"error": "query", "message": str(error)}).encode(), "application/json")
         except OSError as error:
             self._send(503, json.dumps({"error": "store", "message": str(error)}).encode(), "application/json")
+        except Exception as error:  # never a traceback in the serving process's output
+            self._send(500, json.dumps({"error": "internal", "message": str(error)}).encode(), "application/json")
 
     def _send(self, status: int, data: bytes, content_type: str) -> None:
         self.send_response(status)
