@@ -567,6 +567,11 @@ class Broken:
         raise RuntimeError("no text for you")
 
 
+class BrokenRepr(Broken):
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr for you")
+
+
 class Hostile:
     """Answers every attribute lookup with an exception."""
 
@@ -637,6 +642,8 @@ HYPERPARAMETERS = {
     "bytes": (b"\x00\xff", {"h": "b'\\x00\\xff'"}),
     "complex": (1 + 2j, {"h": "(1+2j)"}),
     "broken-str": (Broken(), {"h": "<unprintable Broken>"}),
+    "set-of-broken-repr": ({BrokenRepr()}, {"h": '["<unprintable BrokenRepr>"]'}),
+    "naive-datetime-min": (datetime.datetime.min, {"h": "0001-01-01T00:00:00"}),
     "hostile-getattr": (Hostile(), {"h": "hostile"}),
     "deep-nesting": (_deep(12), {"h." + ".".join(["a"] * 8): str(_deep(4))}),
     "non-string-keys": ({1: "one", (2, 3): "pair"}, {"h.1": "one", "h.(2, 3)": "pair"}),
@@ -725,6 +732,50 @@ def test_hostile_input_is_recorded_as_itself_and_loses_nothing(tmp_path, kind, g
         (row,) = values_of(path, name)
         assert _same(row["value"], float(value)), (name, row["value"])
         assert row["step"] == expected
+
+
+#: log_metrics calls that cannot be recorded as given, each between good ones: (metrics, step,
+#: the measure it is recorded under and what is recorded of it as (value, step, epoch), or None).
+POISONED = {
+    "epoch-nan": ({"loss": 0.5, "epoch": NAN}, 1, "loss", (0.5, 1, None)),
+    "epoch-inf": ({"loss": 0.5, "epoch": math.inf}, 1, "loss", (0.5, 1, None)),
+    "epoch-text": ({"loss": 0.5, "epoch": "zero"}, 1, "loss", (0.5, 1, None)),
+    "epoch-fraction": ({"loss": 0.5, "epoch": 0.9}, 1, "loss", (0.5, 1, None)),
+    "step-nan": ({"loss": 0.5, "epoch": 0}, NAN, "loss", (0.5, None, 0)),
+    "step-text": ({"loss": 0.5, "epoch": 0}, "one", "loss", (0.5, None, 0)),
+    "step-fraction": ({"loss": 0.5, "epoch": 0}, 1.5, "loss", (0.5, None, 0)),
+    "value-too-large": ({"loss": 10**400, "epoch": 0}, 1, "loss", None),
+    "value-text": ({"loss": "high", "epoch": 0}, 1, "loss", None),
+    "key-broken": ({Broken(): 0.5, "epoch": 0}, 1, "<unprintable Broken>", (0.5, 1, 0)),
+}
+
+
+@pytest.mark.parametrize("metrics, step, measure, recorded", POISONED.values(), ids=POISONED.keys())
+def test_a_poisoned_value_is_recorded_as_well_as_it_can_be_and_harms_no_other_record(
+    tmp_path, caplog, metrics, step, measure, recorded
+):
+    path = tmp_path / "provenance"
+    recorder = RunRecorder(path, name="poisoned", serve_reads=False)
+    recorder.start()
+    recorder.epoch_started(0)
+    recorder.log_metrics({"good": 1.0, "epoch": 0}, step=0)
+    recorder.log_metrics(metrics, step)
+    recorder.log_metrics({"good": 2.0, "epoch": 0}, step=2)
+    recorder.epoch_ended(0)
+    recorder.epoch_started(1)
+    for later in range(3, 6):  # what comes after it, in the same batch and later ones, is stored
+        recorder.log_metrics({"good": float(later), "epoch": 1}, step=later)
+    recorder.finish()  # no error: the run ends as it went
+    recorder.close()
+    assert [(v["value"], v["step"], v["epoch"]) for v in values_of(path, "good")] == [
+        (1.0, 0, 0), (2.0, 2, 0), (3.0, 3, 1), (4.0, 4, 1), (5.0, 5, 1)
+    ]
+    (run,) = ProvStore(path).runs().to_dicts()
+    assert (run["status"], run["epochs"]) == ("success", 2)
+    assert [(v["value"], v["step"], v["epoch"]) for v in values_of(path, measure)] == ([recorded] if recorded else [])
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warned) == 1, warned  # said once, naming what could not be recorded
+    assert "cannot record" in warned[0]
 
 
 class HostileHyperparameters(DigitsCNN):

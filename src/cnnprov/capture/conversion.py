@@ -8,6 +8,7 @@ SPARQL Update on the writer thread, while training goes on.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
@@ -31,6 +32,8 @@ from cnnprov.rdf.vocab import (
     string_literal,
 )
 from cnnprov.storage.writer import Update
+
+log = logging.getLogger(__name__)
 
 
 class MetricRow(NamedTuple):
@@ -109,6 +112,7 @@ class MetricConverter:
         self.run, self.bundle, self.base = run, bundle, base
         self._metric_count = 0
         self._measures: set[str] = set()  # described in the run's graph already
+        self._warned: set[str] = set()  # measures (and "step", "epoch") whose unrecordable values were reported
         self._summaries: dict[str, RunningSummary] = {}
         self._changed_summaries: set[str] = set()
         self._stored_summaries: StoredSummaries | None = None  # what this writer's updates wrote last
@@ -150,6 +154,33 @@ class MetricConverter:
         changed.clear()
         return Update(sparql) if sparql else []
 
+    def _index(self, value: Any, what: str, step: Any, metrics: Mapping[str, Any]) -> int | None:
+        """A step or epoch as an integer; ``None`` (left out, with one warning) when it is none."""
+        number = _as_float(value)
+        if number is not None and number.is_integer():
+            return int(number)
+        if what not in self._warned:
+            self._warned.add(what)
+            log.warning(
+                "cnnprov cannot record %s %r (logged with %s) as a whole number: the values are recorded "
+                "without it (said once per run)", what, value, ", ".join(sorted(map(_text, metrics))) or "no values",
+            )
+        return None
+
+    def _skip(self, name: str, step: Any, value: Any, key: bool = False) -> None:
+        """A value that is no number is left out (a name that is no text recorded as a placeholder),
+        with one warning per measure."""
+        if name in self._warned:
+            return
+        self._warned.add(name)
+        if key:
+            log.warning("cnnprov cannot record a metric's name as text: its values are recorded as %r", name)
+            return
+        log.warning(
+            "cnnprov cannot record %r = %r at step %s: it is not a number (or too large for one); "
+            "its values that are not numbers are left out (said once per measure)", name, value, step,
+        )
+
     def _metric_terms(self) -> MetricTerms:
         terms = self._terms
         if terms is None or terms.run != self.run:  # first value, or a resumed run took another IRI
@@ -169,9 +200,10 @@ class MetricConverter:
         graph = self.bundle
         at = datetime_literal(when)
         generator = terms.generator(generating_epoch)
-        at_step = integer_literal(step) if step is not None else None
+        step_number = self._index(step, "step", step, metrics) if step is not None else None
+        at_step = integer_literal(step_number) if step_number is not None else None
         epoch_value = metrics.get("epoch")
-        epoch_number = int(epoch_value) if epoch_value is not None else None
+        epoch_number = self._index(epoch_value, "epoch", step, metrics) if epoch_value is not None else None
         at_epoch = integer_literal(epoch_number) if epoch_number is not None else None
         summaries, changed = self._summaries, self._changed_summaries
         entity, evaluation, rdf_type = PROV.Entity, MLS.ModelEvaluation, RDF.type
@@ -180,9 +212,13 @@ class MetricConverter:
             if name == "epoch":
                 continue
             number = _as_float(value)
+            text = _text(name)
+            if text is not name and not isinstance(name, str) and text.startswith("<unprintable"):
+                self._skip(text, step, "its name", key=True)
+            name = text
             if number is None:
+                self._skip(name, step, value)
                 continue
-            name = str(name)
             measure = terms.measure(name)
             if name not in self._measures:  # described once in the run's graph
                 self._measures.add(name)
@@ -216,7 +252,15 @@ class MetricConverter:
 
 
 def _as_float(value: Any) -> float | None:
+    """The value as a float (NaN and infinities included), or ``None`` when it is no number."""
     try:
         return float(value.item() if hasattr(value, "item") else value)
-    except (TypeError, ValueError, RuntimeError):
+    except Exception:  # a string, a tensor of many values, an int too large for a float, a broken __float__
         return None
+
+
+def _text(value: Any) -> str:
+    try:
+        return str(value)
+    except Exception:  # a key whose __str__ raises: still one name per key
+        return f"<unprintable {type(value).__qualname__}>"

@@ -85,6 +85,10 @@ def scalar(value: Any) -> Scalar:
     if isinstance(value, str):
         return str.__str__(value)
     if isinstance(value, datetime.datetime):
+        try:
+            value.astimezone().astimezone(datetime.timezone.utc)  # what recording it takes: naive is local
+        except (ValueError, OverflowError):  # datetime.min, say: no instant in UTC, but a text still
+            return value.isoformat()
         return value
     item = _number_item(value)
     if item is not _NO_ITEM:
@@ -148,7 +152,7 @@ def _number_item(value: Any) -> Any:
 def _json_text(values: Iterable) -> str:
     items = list(values)
     if isinstance(values, (set, frozenset)):
-        items = sorted(items, key=repr)
+        items = sorted(items, key=_safe_repr)
     try:
         return json.dumps([_jsonable(v) for v in items], ensure_ascii=False, allow_nan=True)
     except (TypeError, ValueError, RecursionError):  # RecursionError: a list that contains itself
@@ -166,6 +170,13 @@ def _jsonable(value: Any) -> Any:
     ):
         return json.loads(converted)
     return converted
+
+
+def _safe_repr(value: Any) -> str:
+    try:
+        return repr(value)
+    except Exception:  # a broken __repr__ must not stop training
+        return f"<unprintable {type(value).__qualname__}>"
 
 
 def _safe_str(value: Any) -> str:

@@ -7,6 +7,7 @@ on the training thread only (the writer thread's state is in
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -81,5 +82,8 @@ class RunState:
         if self.outside_training:
             del mapped["epoch"]
         else:
-            mapped["epoch"] = int(mapped["epoch"]) + self.epoch_offset
+            epoch = mapped["epoch"]
+            # not a whole number: left as it is, for the writer thread to report
+            with contextlib.suppress(Exception):
+                mapped["epoch"] = int(epoch) + self.epoch_offset if float(epoch).is_integer() else epoch
         return mapped

@@ -266,8 +266,7 @@ class QuadWriter:
         quads: list[Quad] = []
         for index, item in enumerate(items):
             if not isinstance(item, (Quad, Replace, Update, _Converted)):
-                converted = self._convert(item)
-                item = items[index] = converted if isinstance(converted, Update) else _Converted(list(converted))
+                item = items[index] = self._converted(item)
             if isinstance(item, Quad):
                 quads.append(item)
             elif isinstance(item, _Converted):
@@ -288,6 +287,19 @@ class QuadWriter:
                 quads = []
         self._store_quads(quads)
         self._written = len(items)
+
+    def _converted(self, item: Any) -> Update | _Converted:
+        """``item`` converted; an item whose conversion fails is dropped alone (and said so), so that
+        no other record is lost with it and it is never retried."""
+        try:
+            converted = self._convert(item)
+        except Exception as error:
+            log.warning(
+                "cnnprov could not record one %s (%s: %s); the records around it are kept",
+                type(item).__name__, type(error).__name__, error,
+            )
+            return _Converted([])
+        return converted if isinstance(converted, Update) else _Converted(list(converted))
 
     def _store_quads(self, quads: list[Quad]) -> None:
         if not quads or self._store is None:
