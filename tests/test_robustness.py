@@ -167,8 +167,10 @@ def test_kill_9_mid_epoch_keeps_every_flushed_epoch_and_the_store_opens(killed):
     info = read_holder(killed["store"])
     assert (info.pid, info.run_id, info.alive) == (killed["pid"], killed["run_id"], False)
 
-    (run,) = store.runs().to_dicts()
-    assert (run["run_id"], run["name"], run["status"], run["ended"]) == (killed["run_id"], "killed", "running", None)
+    (run,) = store.runs().to_dicts()  # read as what it is: no process records it any more
+    assert (run["run_id"], run["name"], run["status"], run["ended"]) == (killed["run_id"], "killed", "crashed", None)
+    (recorded_status,) = ask(store, "SELECT ?s WHERE { ?r a cnnprov:TrainingRun ; cnnprov:status ?s }")
+    assert recorded_status["s"] == "running"  # reading wrote nothing: the record says so until a writer comes
 
     # "running" but not in progress: the process that records it is gone
     (recorded,) = ask(
@@ -194,8 +196,19 @@ def test_the_next_run_uses_the_store_a_killed_process_left(killed, tmp_path):
     logger = ProvLogger(store=path, run_name="next")
     tiny_trainer(tmp_path, logger, max_epochs=1, enable_checkpointing=False).fit(DigitsCNN(), datamodule=tiny_data())
     runs = {row["name"]: row for row in ProvStore(path).runs()}
-    assert (runs["killed"]["status"], runs["killed"]["epochs"]) == ("running", 3)
+    assert (runs["killed"]["status"], runs["killed"]["epochs"]) == ("crashed", 3)
     assert (runs["next"]["status"], runs["next"]["epochs"]) == ("success", 1)
+    # the next writer recorded it in the killed run's own graph, its end the time of its last record
+    recorded = ask(
+        path,
+        f"""SELECT ?node ?status ?end ?last WHERE {{ ?node cnnprov:status ?status ; prov:endedAtTime ?end ;
+             cnnprov:processId ?pid . FILTER (?pid = {killed["pid"]})
+             {{ SELECT (MAX(?at) AS ?last) WHERE {{ ?v prov:generatedAtTime ?at ; cnnprov:atEpoch 2 }} }} }}""",
+    )
+    assert {row["status"] for row in recorded} == {"crashed"} and len(recorded) == 2  # the run and its attempt
+    assert all(row["end"] >= row["last"] for row in recorded)
+    exported = ProvStore(path).export("nquads", run=killed["run_id"]).decode()
+    assert '"crashed"' in exported and '"running"' not in exported
     assert read_holder(path) is None  # the new run released the store and its advertisement
 
 
@@ -230,7 +243,8 @@ def test_resume_from_a_mid_epoch_checkpoint_continues_the_killed_run(killed, tmp
              OPTIONAL { ?a prov:wasInformedBy [ cnnprov:attemptIndex ?previous ] }
              OPTIONAL { ?a prov:used [ a cnnprov:Checkpoint ; cnnprov:filePath ?used ] } } ORDER BY ?index""",
     )
-    assert [(a["index"], a["status"], a["previous"]) for a in attempts] == [(1, "running", None), (2, "success", 1)]
+    # the killed attempt was recorded as crashed by the process that resumed the run
+    assert [(a["index"], a["status"], a["previous"]) for a in attempts] == [(1, "crashed", None), (2, "success", 1)]
     assert attempts[0]["pid"] == killed["pid"] and attempts[1]["pid"] == os.getpid()
     assert attempts[1]["used"] == str(checkpoint.resolve())
     (current,) = ask(store, "SELECT ?pid WHERE { ?r a cnnprov:TrainingRun ; cnnprov:processId ?pid }")

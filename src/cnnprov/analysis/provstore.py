@@ -38,6 +38,11 @@ RDF_FORMATS = {
     "jsonld": ox.RdfFormat.JSON_LD,
 }
 _RUN_PARAMETERS = ("run", "run_a", "run_b")
+#: The process of each run still recorded as running.
+_RUNNING_PROCESSES = (
+    f'SELECT ?id ?host ?pid WHERE {{ ?run <{CNNPROV_NS}status> "running" ; <{CNNPROV_NS}runId> ?id ; '
+    f"<{CNNPROV_NS}hostname> ?host ; <{CNNPROV_NS}processId> ?pid }}"
+)
 #: Queries about runs without an end, whose rows get a ``state`` column computed here:
 #: whether a process is alive is not something SPARQL can ask.
 _RUN_STATE_QUERIES = {"unfinished-runs"}
@@ -181,8 +186,29 @@ class ProvStore:
 
     # -- runs --------------------------------------------------------------------
     def runs(self) -> QueryResult:
-        """One row per run: id, name, status, start, end, epochs."""
-        return self.query("runs")
+        """One row per run: id, name, status, start, end, epochs.
+
+        A run recorded as "running" whose process on this host is gone reads as "crashed"
+        (the next process that writes the store records it so).
+        """
+        result = self.query("runs")
+        status = result.columns.index("status")
+        if not any(row[status] == "running" for row in result.rows):
+            return result
+        with self.reading() as store:
+            serving = store.serving_run_id()
+            processes = {
+                python_value(row["id"]): (python_value(row["host"]), python_value(row["pid"]))
+                for row in store.query(_RUNNING_PROCESSES, use_default_graph_as_union=True)
+            }
+        run_id = result.columns.index("run_id")
+        rows = []
+        for row in result.rows:
+            host, pid = processes.get(row[run_id], (None, None))
+            if row[status] == "running" and row[run_id] != serving and is_process_alive(host, pid) is False:
+                row = (*row[:status], "crashed", *row[status + 1 :])
+            rows.append(row)
+        return QueryResult(result.columns, rows)
 
     def hyperparameters(self, wide: bool = True, include: str = "run") -> Any:
         """Runs × hyperparameter values as a pandas DataFrame.

@@ -29,6 +29,7 @@ import pyoxigraph as ox
 from cnnprov.errors import StoreError, StoreLockedError, StoreOpenInThisProcessError
 from cnnprov.rdf.sparql import Term, replace_operation
 from cnnprov.storage.advertisement import advertise, read_holder, withdraw
+from cnnprov.storage.crashes import record_crashed_runs
 from cnnprov.storage.location import StoreLocation
 from cnnprov.storage.opening import check_readable, in_this_process_message, open_store, prepare_store_directory
 from cnnprov.storage.protocols import Reader, Session, WriteTarget
@@ -114,6 +115,7 @@ class LocalSession:
             predecessor.wait_released()
         self._store = _open_waiting(self.path, self.location.lock_wait_s, opening=self)
         self._target.store = self._store
+        record_crashed_runs(self._store)  # what a killed writer could not: it held the store before us
         try:
             if self._serve_reads:
                 from cnnprov.storage.endpoint import ReadEndpoint

@@ -5,10 +5,9 @@ or any SPARQL 1.1 Query/Update endpoint) and reads a store a training process ho
 that process's read endpoint (:mod:`cnnprov.storage.endpoint`). Everything goes over the
 SPARQL 1.1 Protocol with :mod:`urllib`.
 
-Where requests go. A base URL (``http://host:7878``, or a Fuseki dataset
-``http://host:3030/ds``) is queried at ``/query`` and updated at ``/update``; a URL that ends
-in ``/sparql`` or ``/query`` is the query endpoint itself (``/sparql`` also takes updates, as
-Virtuoso's does; ``/query`` is paired with ``/update``). ``cnnprov serve`` prints such a URL.
+Where requests go. A base URL (``http://host:7878``, a Fuseki dataset ``http://host:3030/ds``) is
+queried at ``/query`` and updated at ``/update``; a URL ending in ``/sparql`` (which takes updates
+too, as Virtuoso's does) or ``/query`` (paired with ``/update``) is the query endpoint itself.
 
 Writes. Each write of a run's writer becomes one SPARQL Update request, so one transaction on
 the server (more than :data:`REQUEST_QUADS` quads are split): ``INSERT DATA`` into the run's
