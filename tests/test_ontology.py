@@ -70,3 +70,21 @@ def test_every_term_a_recorded_run_uses_is_declared(sweep_store, ontology, ml_sc
 def test_a_misspelt_term_is_caught_before_it_is_written():
     with pytest.raises(AttributeError, match="not a term cnnprov uses"):
         CNNPROV.kernelsize  # noqa: B018
+
+
+#: The IRIs PROV-O and ML Schema declare as their ``owl:Ontology`` (prov-o.ttl of 2013-04-30 declares
+#: ``prov-o#``, with version IRI ``prov-o-20130430``; MLSchema.ttl declares ``mls#``, see imports/mls-terms.ttl).
+PROV_O_ONTOLOGY = "http://www.w3.org/ns/prov-o#"
+ML_SCHEMA_ONTOLOGY = "http://www.w3.org/ns/mls#"
+
+
+def test_the_ontology_imports_the_ontologies_prov_o_and_ml_schema_declare_and_has_a_version_iri(ontology):
+    import cnnprov
+
+    (name,) = ontology.subjects(RDF.type, OWL.Ontology)
+    assert {str(i) for i in ontology.objects(name, OWL.imports)} == {PROV_O_ONTOLOGY, ML_SCHEMA_ONTOLOGY}
+    offline = _ontology("imports/mls-terms.ttl")
+    assert {str(o) for o in offline.subjects(RDF.type, OWL.Ontology)} == {ML_SCHEMA_ONTOLOGY}
+    (version_iri,) = ontology.objects(name, OWL.versionIRI)
+    assert str(version_iri) == f"{name}/{cnnprov.__version__}"
+    assert str(ontology.value(name, OWL.versionInfo)) == cnnprov.__version__
