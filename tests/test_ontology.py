@@ -88,3 +88,26 @@ def test_the_ontology_imports_the_ontologies_prov_o_and_ml_schema_declare_and_ha
     (version_iri,) = ontology.objects(name, OWL.versionIRI)
     assert str(version_iri) == f"{name}/{cnnprov.__version__}"
     assert str(ontology.value(name, OWL.versionInfo)) == cnnprov.__version__
+
+
+#: PROV-O's datatype properties cnnprov writes (PROV-O declares them owl:DatatypeProperty).
+PROV_DATATYPE_PROPERTIES = {PROV_NS + name for name in ("generatedAtTime", "startedAtTime", "endedAtTime", "atTime")}
+
+
+def test_every_value_of_a_datatype_property_is_a_literal_as_owl_2_dl_requires(sweep_store, ontology):
+    ml_schema = _ontology("imports/mls-terms.ttl")
+    datatype_properties = (
+        {str(p) for p in ontology.subjects(RDF.type, OWL.DatatypeProperty)}
+        | {str(p) for p in ml_schema.subjects(RDF.type, OWL.DatatypeProperty)}
+        | PROV_DATATYPE_PROPERTIES
+    )
+    assert MLS_NS + "hasValue" in datatype_properties
+    rows = sweep_store.sparql("SELECT DISTINCT ?p ?o WHERE { ?s ?p ?o FILTER(!isLiteral(?o)) }").to_dicts()
+    assert [row for row in rows if row["p"] in datatype_properties] == []
+    # a setting of None (SGD's foreach, fused …) is recorded, without a value
+    unset = sweep_store.sparql(
+        f"""SELECT ?name WHERE {{ ?setting a <{MLS_NS}HyperParameterSetting> ;
+              <{MLS_NS}specifiedBy>/<http://www.w3.org/2000/01/rdf-schema#label> ?name .
+            FILTER NOT EXISTS {{ ?setting <{MLS_NS}hasValue> ?value }} }}"""
+    ).column("name")
+    assert "optimizer.foreach" in unset
