@@ -421,3 +421,36 @@ def test_every_export_is_the_same_bytes_whatever_the_hash_seed(sweep_store, tmp_
         assert result.returncode == 0, result.stderr
         digests[seed] = dict(zip(EXPORT_FORMATS, result.stdout.split(), strict=True))
     assert digests["0"] == digests["24"] == digests["1234"]
+
+
+def test_json_ld_is_compact_with_cnnprovs_context_and_holds_the_quads_of_the_n_quads_export(sweep_store):
+    import json
+
+    exported = sweep_store.export("jsonld")
+    document = json.loads(exported)
+    assert set(document["@context"]) >= {"cnnprov", "prov", "mls", "xsd", "rdfs"}
+    text = exported.decode("utf-8")
+    assert '"@type"' in text and "rdf-syntax-ns#type" not in text and '"prov:used"' in text
+    assert '"http://www.w3.org/ns/prov#' not in text.split('"@graph"', 1)[1]  # no absolute IRIs of PROV-O terms
+    graphs = document["@graph"]
+    assert len(graphs) == 2 and all("@graph" in g for g in graphs)  # a named graph per run
+    read = rdflib.Dataset().parse(data=exported, format="json-ld")
+    expected = rdflib.Dataset().parse(data=sweep_store.export("nquads"), format="nquads")
+    assert set(read.quads()) == set(expected.quads())
+
+
+def test_the_documented_prov_read_gives_each_record_once(sweep_store):
+    """What docs/concepts.md shows: prov reads cnnprov's PROV-JSON export (or prov_document), not the Turtle."""
+    from cnnprov.analysis.prov_export import prov_document
+
+    run = sweep_store.runs().column("run_id")[0]
+    document = ProvDocument.deserialize(content=sweep_store.export("provjson", run=run), format="json")
+    (bundle,) = document.bundles
+    _, relations = read_records(bundle)
+    assert any(key[0] == "ProvUsage" for key in relations) and any(key[0] == "ProvGeneration" for key in relations)
+    assert max(relations.values()) == 1
+    assert document == prov_document(sweep_store, run=run)
+    # the Turtle read is the one that gives a usage or generation in both forms twice
+    turtle = ProvDocument.deserialize(content=sweep_store.export("turtle", run=run), format="rdf", rdf_format="turtle")
+    _, twice = read_records(turtle)
+    assert max(twice.values()) == 2
