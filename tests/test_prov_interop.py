@@ -26,7 +26,7 @@ from cnnprov import ProvStore
 from cnnprov.analysis.ontology_picture import ontology_dot
 from cnnprov.analysis.picture import run_dot
 
-from helpers import cli
+from helpers import cli, cli_env
 
 ROOT = Path(__file__).resolve().parents[1]
 PROV = Namespace("http://www.w3.org/ns/prov#")
@@ -354,3 +354,103 @@ def test_concepts_page_turtle_is_valid_and_real(run_turtle):
         assert len(graph) > 20
         assert {p for _, p, _ in graph} <= recorded_predicates  # trimmed from a real export, nothing invented
     assert "ontology.svg" in page and "ProvStore" in page and "oxigraph serve --location" in page and "/sparql" in page
+
+
+# -- 5. standard PROV other tools accept: W3C's PROV-XML schema, one document in three formats, same bytes --
+def _prov_xml_schema():
+    from importlib import resources
+
+    from lxml import etree
+
+    schemas = resources.files("prov").joinpath("tests", "schemas")
+    with resources.as_file(schemas) as folder:
+        return etree.XMLSchema(etree.parse(str(Path(folder) / "prov.xsd")))
+
+
+#: An xs:QName whose local part starts with a digit: the IRIs cnnprov mints end in a number
+#: (``…/epoch/3``, ``…/run/<uuid>``), and no choice of namespace makes such a local part an NCName.
+DIGIT_LOCAL_NAME = re.compile(r"'[A-Za-z_][\w.-]*:\d[^']*' is not a valid value of the atomic type 'xs:QName'")
+
+
+@pytest.mark.parametrize("one_run", [True, False])
+def test_prov_xml_is_valid_against_w3cs_schema_but_for_local_names_that_start_with_a_digit(sweep_store, one_run):
+    from lxml import etree
+
+    run = sweep_store.runs().column("run_id")[0] if one_run else None
+    xml = sweep_store.export("provxml", run=run)
+    schema = _prov_xml_schema()
+    schema.validate(etree.fromstring(xml))
+    errors = [error.message for error in schema.error_log]
+    assert [message for message in errors if not DIGIT_LOCAL_NAME.search(message)] == []
+    assert b"generatedAtTime" not in xml  # a generation's time (PROV-DM), not an entity attribute
+    names = re.findall(rb'prov:(?:id|ref)="([^"]+)"', xml)
+    # every identifier whose IRI allows it is an xs:QName: no prefix puts a "/" into a local name
+    assert names and not [n for n in names if b"/" in n.split(b":", 1)[1]]
+
+
+def test_prov_n_json_and_xml_of_a_run_are_one_document_with_each_relation_once(sweep_store):
+    run = sweep_store.runs().column("run_id")[0]
+    read = {
+        fmt: read_with_prov(sweep_store.export(fmt, run=run), format=prov_format)[0]
+        for fmt, prov_format in (("provn", "provn"), ("provjson", "json"), ("provxml", "xml"))
+    }
+    assert read["provn"] == read["provjson"] == read["provxml"]
+    (bundle,) = read["provxml"].bundles
+    _, relations = read_records(bundle)
+    assert relations and max(relations.values()) == 1
+    generations = [r for r in bundle.get_records() if type(r).__name__ == "ProvGeneration"]
+    timed = [r for r in generations if r.get_attribute("prov:time")]
+    assert len(timed) > 50  # each value's and checkpoint's time is its generation's
+    assert not [r for r in bundle.get_records() if r.get_attribute("prov:generatedAtTime")]
+
+
+EXPORT_FORMATS = ("turtle", "trig", "nquads", "jsonld", "provn", "provjson", "provxml")
+
+
+def test_every_export_is_the_same_bytes_whatever_the_hash_seed(sweep_store, tmp_path):
+    script = (
+        "import hashlib, sys; from cnnprov import ProvStore; store = ProvStore(sys.argv[1]); "
+        f"print(*[hashlib.sha256(store.export(f)).hexdigest() for f in {EXPORT_FORMATS!r}])"
+    )
+    digests = {}
+    for seed in ("0", "24", "1234"):
+        env = {**cli_env(), "PYTHONHASHSEED": seed}
+        result = subprocess.run(
+            [sys.executable, "-c", script, str(sweep_store.path)], capture_output=True, text=True, env=env, timeout=300
+        )
+        assert result.returncode == 0, result.stderr
+        digests[seed] = dict(zip(EXPORT_FORMATS, result.stdout.split(), strict=True))
+    assert digests["0"] == digests["24"] == digests["1234"]
+
+
+def test_json_ld_is_compact_with_cnnprovs_context_and_holds_the_quads_of_the_n_quads_export(sweep_store):
+    import json
+
+    exported = sweep_store.export("jsonld")
+    document = json.loads(exported)
+    assert set(document["@context"]) >= {"cnnprov", "prov", "mls", "xsd", "rdfs"}
+    text = exported.decode("utf-8")
+    assert '"@type"' in text and "rdf-syntax-ns#type" not in text and '"prov:used"' in text
+    assert '"http://www.w3.org/ns/prov#' not in text.split('"@graph"', 1)[1]  # no absolute IRIs of PROV-O terms
+    graphs = document["@graph"]
+    assert len(graphs) == 2 and all("@graph" in g for g in graphs)  # a named graph per run
+    read = rdflib.Dataset().parse(data=exported, format="json-ld")
+    expected = rdflib.Dataset().parse(data=sweep_store.export("nquads"), format="nquads")
+    assert set(read.quads()) == set(expected.quads())
+
+
+def test_the_documented_prov_read_gives_each_record_once(sweep_store):
+    """What docs/concepts.md shows: prov reads cnnprov's PROV-JSON export (or prov_document), not the Turtle."""
+    from cnnprov.analysis.prov_export import prov_document
+
+    run = sweep_store.runs().column("run_id")[0]
+    document = ProvDocument.deserialize(content=sweep_store.export("provjson", run=run), format="json")
+    (bundle,) = document.bundles
+    _, relations = read_records(bundle)
+    assert any(key[0] == "ProvUsage" for key in relations) and any(key[0] == "ProvGeneration" for key in relations)
+    assert max(relations.values()) == 1
+    assert document == prov_document(sweep_store, run=run)
+    # the Turtle read is the one that gives a usage or generation in both forms twice
+    turtle = ProvDocument.deserialize(content=sweep_store.export("turtle", run=run), format="rdf", rdf_format="turtle")
+    _, twice = read_records(turtle)
+    assert max(twice.values()) == 2

@@ -149,7 +149,8 @@ class Raw:
         return {
             self.one(self.one(s, MLS + "specifiedBy"), RDFS + "label"): self.one(s, MLS + "hasValue")
             for s in self.get(run, PROV + "used")
-            if self.get(s, MLS + "specifiedBy") and not self.get(s, CP + "settingOf")
+            # a setting of None has no value, and the query lists values
+            if self.get(s, MLS + "specifiedBy") and self.get(s, MLS + "hasValue") and not self.get(s, CP + "settingOf")
         }
 
 
@@ -293,7 +294,7 @@ def test_hyperparameters_are_each_runs_own_settings(library):
     dropout = {r["run_name"]: r["value"] for r in rows if r["name"] == "dropout"}
     assert dropout == {"dropout-0.0": 0.0, "dropout-0.5": 0.5, "steplr": DigitsCNN().hparams.dropout, "unfinished": 0.5}
     step_size = {r["run_name"]: r["value"] for r in rows if r["name"] == "step_size"}
-    assert step_size == {"dropout-0.0": None, "dropout-0.5": None, "steplr": 1}
+    assert step_size == {"steplr": 1}  # a setting of None has no value (mls:hasValue takes literals only)
     assert [(r["run_name"], r["name"]) for r in rows] == sorted((r["run_name"], r["name"]) for r in rows)
 
 
@@ -325,7 +326,7 @@ def test_compare_runs_shows_what_only_one_run_has_as_missing_on_the_other_side(l
     rows = library.query("compare-runs", run_a=library.ids["dropout-0.0"], run_b=library.ids["steplr"])
     found = {(r["component"], r["setting"]): (r["value_a"], r["value_b"], r["difference"]) for r in rows}
     assert found[("run", "dropout")] == (0.0, DigitsCNN().hparams.dropout, "different")
-    assert found[("run", "step_size")] == (None, 1, "different")  # None in run a, 1 in run b
+    assert found[("run", "step_size")] == (None, 1, "missing in a")  # None (no value) in run a, 1 in run b
     assert found[("scheduler/0", "pythonClass")] == (None, "torch.optim.lr_scheduler.StepLR", "missing in a")
     assert found[("scheduler/0", "scheduler.step_size")] == (None, 1, "missing in a")
     assert found[("optimizer/0/group/0", "optimizer.initial_lr")] == (None, DEFAULT_LR, "missing in a")

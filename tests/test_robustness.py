@@ -711,7 +711,8 @@ def _settings(path: Path) -> dict:
     rows = ask(
         path,
         """SELECT ?name ?value WHERE { ?run a cnnprov:TrainingRun ; prov:used ?s .
-             ?s a mls:HyperParameterSetting ; mls:specifiedBy [ rdfs:label ?name ] ; mls:hasValue ?value }""",
+             ?s a mls:HyperParameterSetting ; mls:specifiedBy [ rdfs:label ?name ] .
+             OPTIONAL { ?s mls:hasValue ?value } }""",  # a setting of None has no value
     )
     names = [row["name"] for row in rows]
     assert len(names) == len(set(names)), "a setting recorded two values"

@@ -190,7 +190,8 @@ def test_the_hyperparameter_list_of_each_run_says_what_its_own_settings_say(swee
         + """PREFIX prov: <http://www.w3.org/ns/prov#>
         SELECT ?run_id ?name ?value WHERE { GRAPH ?g {
           ?run cnnprov:runId ?run_id ; prov:used ?setting .
-          ?setting a mls:HyperParameterSetting ; mls:specifiedBy [ rdfs:label ?name ] ; mls:hasValue ?value .
+          ?setting a mls:HyperParameterSetting ; mls:specifiedBy [ rdfs:label ?name ] .
+          OPTIONAL { ?setting mls:hasValue ?value }  # a setting of None has no value
           FILTER NOT EXISTS { ?setting cnnprov:settingOf ?owner } } }"""
     ).to_dicts()
     expected: dict[str, dict[str, str]] = {}

@@ -32,14 +32,15 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any, cast
+import hashlib
+import re
+from typing import TYPE_CHECKING, Any
 
 from cnnprov.rdf.vocab import PREFIXES, PROV_NS
 
 if TYPE_CHECKING:  # prov and rdflib load when an export runs, not when the CLI starts
     import rdflib
-    from prov.model import ProvDocument
+    from prov.model import ProvBundle, ProvDocument
 
     from cnnprov.analysis.provstore import ProvStore
 
@@ -80,13 +81,56 @@ def prov_document(store: ProvStore, run: str | None = None) -> ProvDocument:
 
     dataset = _dataset(store.export("trig", run=run))
     elsewhere = _element_classes(dataset)
-    for graph in dataset.graphs():
+    graphs = []
+    for graph in sorted((g for g in dataset.graphs() if len(g)), key=lambda g: str(g.identifier)):
+        graph = _in_order(graph)
         one_form_per_relation(graph)
+        generation_times(graph)
         described_as_prov(graph, elsewhere)
+        graphs.append(_in_order(graph))
     document = ProvDocument()
-    # prov's decoder reads only namespaces() and graphs(), all that _DeclaredPrefixes offers.
-    ProvRDFSerializer(document).decode_document(cast("rdflib.Dataset", _DeclaredPrefixes(dataset)), document)
+    serializer = ProvRDFSerializer(document)
+    # prov compacts an IRI with the first namespace of its bundle, then of the document, that the
+    # IRI starts with: each bundle gets every namespace, the longest first (and drops the copies below).
+    spaces = sorted(namespaces_of(graphs).items(), key=lambda item: (-len(item[1]), item[0]))
+    for prefix, space in spaces:
+        document.add_namespace(prefix, space)
+    for graph in graphs:
+        bundle = document.bundle(document.mandatory_valid_qname(str(graph.identifier)))
+        for prefix, space in spaces:
+            bundle.add_namespace(prefix, space)
+        serializer.decode_container(graph, bundle)
+    declared = dict(document._namespaces._namespaces)
+    for bundle in document.bundles:
+        # a bundle redeclares a document's namespace depending on which bundle met it first
+        own = bundle._namespaces._namespaces
+        for prefix in [p for p, ns in own.items() if declared.get(p) == ns]:
+            del own[prefix]
+    for container in (document, *document.bundles):
+        in_one_order(container)
     return document
+
+
+def in_one_order(bundle: ProvBundle) -> ProvBundle:
+    r"""Order a bundle's records, their attributes and its namespaces, whatever the hash seed (changes it).
+
+    prov writes records, an attribute's values and a bundle's namespaces in the order it met them,
+    which follows the order of ``set``\ s; sorting them makes the same store give the same bytes.
+    Returns the bundle.
+    """
+    from prov.model.records import TypedValueSet
+
+    for record in bundle._records:
+        attributes = record._attributes
+        ordered = {name: TypedValueSet(sorted(attributes[name], key=repr)) for name in sorted(attributes, key=str)}
+        attributes.clear()
+        attributes.update(ordered)
+    bundle._records.sort(key=lambda record: record.get_provn())
+    registered = bundle._namespaces._namespaces  # what prov declares, in this dict's order
+    by_prefix = sorted(registered.items(), key=lambda item: (len(item[0]), item[0]))  # n2 before n10
+    registered.clear()
+    registered.update(by_prefix)
+    return bundle
 
 
 def export_prov(store: ProvStore, format: str, run: str | None = None) -> bytes:
@@ -117,10 +161,36 @@ def one_form_per_relation(graph: rdflib.Graph) -> rdflib.Graph:
         for subject, obj in list(graph.subject_objects(prov[plain])):
             nodes = list(graph.objects(subject, prov[qualifying]))
             if nodes and not any((node, prov[influencer], obj) in graph for node in nodes):
-                node = rdflib.BNode()
+                # named by its ends, so that the same store always gives the same export
+                node = rdflib.BNode("q" + hashlib.sha1(f"{plain} {subject} {obj}".encode()).hexdigest()[:16])
                 graph.add((subject, prov[qualifying], node))
                 graph.add((node, RDF.type, prov[cls]))
                 graph.add((node, prov[influencer], obj))
+    return graph
+
+
+def generation_times(graph: rdflib.Graph) -> rdflib.Graph:
+    """State each ``prov:generatedAtTime`` as the time of the entity's generation (changes ``graph``).
+
+    PROV-DM has no generation-time attribute of an entity: the time is the generation's
+    (``wasGeneratedBy(e, a, t)``), which PROV-O qualifies as a ``prov:Generation``'s ``prov:atTime``.
+    ``prov`` reads a plain ``prov:generatedAtTime`` as an entity attribute (a string once read back
+    from PROV-XML), so the plain triple is dropped where the entity's qualified generation has its
+    time, and moved onto that generation (or a new one) where it has none. Returns the graph.
+    """
+    import rdflib
+    from rdflib.namespace import RDF
+
+    prov = rdflib.Namespace(PROV_NS)
+    for entity, time in list(graph.subject_objects(prov.generatedAtTime)):
+        nodes = sorted(graph.objects(entity, prov.qualifiedGeneration), key=str)
+        if not any((node, prov.atTime, time) in graph for node in nodes):
+            untimed = [node for node in nodes if graph.value(node, prov.atTime) is None]
+            node = untimed[0] if untimed else rdflib.URIRef(f"{entity}/generation")
+            graph.add((entity, prov.qualifiedGeneration, node))
+            graph.add((node, RDF.type, prov.Generation))
+            graph.add((node, prov.atTime, time))
+        graph.remove((entity, prov.generatedAtTime, time))
     return graph
 
 
@@ -181,17 +251,40 @@ def _dataset(trig: bytes) -> rdflib.Dataset:
     return rdflib.Dataset().parse(data=trig, format="trig")
 
 
-class _DeclaredPrefixes:
-    """A dataset as prov's decoder reads it, declaring only the prefixes cnnprov's exports declare.
+def _in_order(graph: rdflib.Graph) -> rdflib.Graph:
+    """A copy of ``graph`` whose triples rdflib iterates in one order, whatever the hash seed.
 
-    (rdflib binds some thirty well-known prefixes to every graph; prov would declare them all.)
+    (A dataset's graphs keep their triples in sets; prov writes records in the order it reads them.)
     """
+    import rdflib
 
-    def __init__(self, dataset: rdflib.Dataset) -> None:
-        self._dataset = dataset
+    ordered = rdflib.Graph(identifier=graph.identifier)
+    for triple in sorted(graph, key=lambda t: tuple(f"{type(n).__name__} {n}" for n in t)):
+        ordered.add(triple)
+    return ordered
 
-    def namespaces(self) -> Iterator[tuple[str, str]]:
-        return iter(PREFIXES.items())
 
-    def graphs(self) -> Iterator[rdflib.Graph]:
-        return self._dataset.graphs()
+#: XML's NCName, which a local name of PROV-XML (an ``xs:QName``) must be: no digit first, no ``/`` or ``%``.
+_NCNAME = re.compile(r"[A-Za-z_][\w.-]*\Z", re.ASCII)
+
+
+def namespaces_of(graphs: list[rdflib.Graph]) -> dict[str, str]:
+    """cnnprov's prefixes, then one prefix per further namespace the graphs' IRIs are in.
+
+    Each IRI's namespace is the IRI up to its last ``/`` or ``#``, so that the rest (the local
+    name) has neither; the prefixes are named in order of the namespaces (``n1``, ``n2`` …),
+    so an export's prefixes do not depend on the order prov meets the IRIs in.
+    """
+    import rdflib
+
+    known = tuple(PREFIXES.values())
+    spaces = set()
+    for graph in graphs:
+        for node in (graph.identifier, *(n for triple in graph for n in triple)):
+            if isinstance(node, rdflib.URIRef) and not str(node).startswith(known):
+                text = str(node)
+                cut = max(text.rfind("/"), text.rfind("#")) + 1
+                if cut:
+                    spaces.add(text[:cut])
+    minted = {f"n{i}": space for i, space in enumerate(sorted(spaces), start=1)}
+    return {**PREFIXES, **minted}

@@ -148,13 +148,19 @@ def plan(run: NamedNode, base: str, python_class: str) -> list[Triple]:
 
 # -- settings --------------------------------------------------------------
 def setting(node: NamedNode, parameter: NamedNode, value: Any) -> list[Triple]:
-    """A hyperparameter setting: ``parameter`` had the RDF term ``value``."""
-    return [
+    """A hyperparameter setting: ``parameter`` had the RDF term ``value``.
+
+    A value of ``None`` (``literal(None)``, ``rdf:nil``) is an absence: the setting gets no
+    ``mls:hasValue``, an ``owl:DatatypeProperty`` whose values are literals (OWL 2 DL).
+    """
+    triples = [
         (node, RDF.type, PROV.Entity),
         (node, RDF.type, MLS.HyperParameterSetting),
         (node, MLS.specifiedBy, parameter),
-        (node, MLS.hasValue, value),
     ]
+    if value != RDF.nil:
+        triples.append((node, MLS.hasValue, value))
+    return triples
 
 
 def hyperparameter(parameter: NamedNode, name: str) -> list[Triple]:
@@ -202,7 +208,11 @@ def architecture(
             (layer_node, CNNPROV.parameterCount, integer_literal(layer.parameter_count)),
             (layer_node, CNNPROV.trainableParameterCount, integer_literal(layer.trainable_parameter_count)),
         ]
-        triples += [(layer_node, getattr(CNNPROV, prop), literal(value)) for prop, value in layer.settings.items()]
+        triples += [
+            (layer_node, getattr(CNNPROV, prop), literal(value))
+            for prop, value in layer.settings.items()
+            if value is not None  # an absence: datatype properties take literals only
+        ]
     return triples
 
 

@@ -154,8 +154,10 @@ def literal(value: Any) -> Literal | NamedNode:
     """Convert a plain Python value to a typed RDF term.
 
     ``bool`` → ``xsd:boolean``, ``int`` → ``xsd:integer``, ``float`` →
-    ``xsd:double``, ``datetime`` → ``xsd:dateTime``, ``None`` → ``rdf:nil``;
-    anything else becomes its string (never an error).
+    ``xsd:double``, ``datetime`` → ``xsd:dateTime``; anything else becomes its
+    string (never an error). ``None`` gives ``rdf:nil``, which marks an absence for
+    the record builders: they write no triple for it (a hyperparameter setting of
+    ``None`` has no ``mls:hasValue``), so no datatype property gets an IRI as value.
     """
     if value is None:
         return RDF.nil
@@ -186,7 +188,8 @@ def python_value(term: Any) -> Any:
     """Convert an RDF term read from the store back to a Python value.
 
     The inverse of :func:`literal` for the datatypes it writes; IRIs become
-    their string, other literals their lexical form.
+    their string, other literals their lexical form; ``rdf:nil`` (what earlier
+    versions wrote as the value ``None``) reads as ``None``.
     """
     if term is None:
         return None
