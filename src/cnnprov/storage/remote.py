@@ -26,7 +26,7 @@ server is asked with its ``union-default-graph`` parameter; any other endpoint w
 1.1 Protocol's own means, ``default-graph-uri`` and ``named-graph-uri`` naming every named
 graph (listed by a first query). ``union="native"`` says the endpoint's default graph already is
 the union (GraphDB, Virtuoso, Fuseki with ``unionDefaultGraph``, cnnprov's own read endpoints).
-Bound parameters are written into the query as terms by :func:`cnnprov.rdf.sparql.bind`.
+Bound variables reach the endpoint as standard SPARQL ``VALUES`` blocks (:func:`cnnprov.rdf.sparql.bind_values`).
 """
 
 from __future__ import annotations
@@ -44,7 +44,15 @@ from typing import TYPE_CHECKING, Any
 import pyoxigraph as ox
 
 from cnnprov.errors import QueryError, StoreError
-from cnnprov.rdf.sparql import Term, bind_terms, delete_operation, insert_operation, quads_query, replace_operation
+from cnnprov.rdf.sparql import (
+    Term,
+    bind_values,
+    delete_operation,
+    insert_operation,
+    quads_query,
+    replace_operation,
+    term_text,
+)
 from cnnprov.storage.spool import Spool, default_spool_path
 
 if TYPE_CHECKING:
@@ -102,13 +110,15 @@ class RemoteStore:
     ) -> Any:
         """Run a query; the result is what ``pyoxigraph.Store.query`` returns for it.
 
-        ``substitutions`` binds variables to RDF terms; like pyoxigraph, only variables the
-        query projects can be bound.
+        ``substitutions`` binds variables to RDF terms with SPARQL 1.1 ``VALUES`` (see
+        :func:`cnnprov.rdf.sparql.bind_values`): a block at the start of the WHERE clause, so they
+        join the solutions as ``VALUES`` does (a subquery that does not project them is not reached).
         """
         if substitutions:
             try:
-                query = bind_terms(query, substitutions)
-            except RuntimeError as error:
+                terms = {variable.value: term_text(term) for variable, term in substitutions.items()}
+                query = bind_values(query, terms)
+            except (RuntimeError, SyntaxError, TypeError) as error:
                 raise QueryError(str(error)) from None
         form = [("query", query)]
         if use_default_graph_as_union:
