@@ -291,6 +291,8 @@ class ProvStore:
 
 def _bind(query: QueryFile, terms: dict[str, Term | None]) -> str:
     """The query's text with its parameter blocks holding ``terms`` (standard SPARQL 1.1)."""
+    if not terms:
+        return query.text
     try:
         texts = {name: None if term is None else term_text(term) for name, term in terms.items()}
         return bind_values(query.text, texts)

@@ -195,6 +195,11 @@ def bind_values(query: str, terms: Mapping[str, str | None]) -> str:
     return "".join(parts)
 
 
+def bind_terms(query: str, substitutions: Mapping[ox.Variable, Term]) -> str:
+    """:func:`bind_values` with pyoxigraph variables and terms (what a store's ``substitutions`` pass)."""
+    return bind_values(query, {variable.value: term_text(term) for variable, term in substitutions.items()})
+
+
 def _values(terms: Mapping[str, str | None]) -> str:
     names = " ".join(f"?{name}" for name in terms)
     row = " ".join("UNDEF" if term is None else term for term in terms.values())

@@ -44,15 +44,7 @@ from typing import TYPE_CHECKING, Any
 import pyoxigraph as ox
 
 from cnnprov.errors import QueryError, StoreError
-from cnnprov.rdf.sparql import (
-    Term,
-    bind_values,
-    delete_operation,
-    insert_operation,
-    quads_query,
-    replace_operation,
-    term_text,
-)
+from cnnprov.rdf.sparql import Term, bind_terms, delete_operation, insert_operation, quads_query, replace_operation
 from cnnprov.storage.spool import Spool, default_spool_path
 
 if TYPE_CHECKING:
@@ -110,14 +102,11 @@ class RemoteStore:
     ) -> Any:
         """Run a query; the result is what ``pyoxigraph.Store.query`` returns for it.
 
-        ``substitutions`` binds variables to RDF terms with SPARQL 1.1 ``VALUES`` (see
-        :func:`cnnprov.rdf.sparql.bind_values`): a block at the start of the WHERE clause, so they
-        join the solutions as ``VALUES`` does (a subquery that does not project them is not reached).
+        ``substitutions`` binds variables to RDF terms with ``VALUES`` (:func:`cnnprov.rdf.sparql.bind_terms`).
         """
         if substitutions:
             try:
-                terms = {variable.value: term_text(term) for variable, term in substitutions.items()}
-                query = bind_values(query, terms)
+                query = bind_terms(query, substitutions)
             except (RuntimeError, SyntaxError, TypeError) as error:
                 raise QueryError(str(error)) from None
         form = [("query", query)]
