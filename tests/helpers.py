@@ -77,3 +77,58 @@ def ok(*args: object, **options: object) -> str:
     assert result.returncode == 0, f"cnnprov {' '.join(map(str, args))} failed:\n{result.stderr}"
     assert "Traceback" not in result.stderr
     return result.stdout
+
+
+def answers_on_both_engines(store, query: str, /, **params) -> tuple[list[tuple], list[tuple]]:
+    """The rows of a bundled query on Oxigraph and on rdflib's own SPARQL engine, as Python values.
+
+    Both run the same standard text (:meth:`cnnprov.ProvStore.query_text`: parameters in VALUES
+    blocks); rdflib over an N-Quads export of the store in a ``Dataset`` whose default graph is
+    the union of the run graphs. Columns in the query's projection order; floats rounded to 9
+    places, so that values compare with a tight tolerance.
+    """
+    import contextlib
+
+    import rdflib
+
+    from cnnprov.rdf.vocab import python_value
+
+    with store if store._held is None else contextlib.nullcontext():  # one open store for all three reads
+        text = store.query_text(query, **params)
+        with store.reading() as reader:
+            solutions = reader.query(text, use_default_graph_as_union=True)
+            columns = [variable.value for variable in solutions.variables]
+            oxigraph = [tuple(_comparable(python_value(s[i])) for i in range(len(columns))) for s in solutions]
+            del solutions  # it holds the store open
+        export = store.export("nquads")
+    dataset = rdflib.Dataset(default_union=True)
+    dataset.parse(data=export, format="nquads")
+    rows = dataset.query(text)
+    other = [tuple(_comparable(_rdflib_value(row[c])) for c in columns) for row in rows]
+    return oxigraph, other
+
+
+def _rdflib_value(term):
+    import rdflib
+
+    if term is None or term == rdflib.RDF.nil:
+        return None
+    value = term.toPython()
+    return str(value) if isinstance(value, rdflib.term.Identifier) else value
+
+
+def _comparable(value):
+    import decimal
+
+    if isinstance(value, (float, decimal.Decimal)):
+        return round(float(value), 9)
+    return value
+
+
+def as_multiset(rows: list[tuple]) -> dict[str, int]:
+    """Rows as a multiset (order left out), each value with its type."""
+    counts: dict[str, int] = {}
+    for row in rows:
+        key = repr(tuple((type(value).__name__, value) for value in row))
+        counts[key] = counts.get(key, 0) + 1
+    return counts

@@ -10,7 +10,7 @@ from cnnprov import ProvStore
 from cnnprov.demo import DigitsCNN
 from cnnprov.integrations.optuna import OptunaStudyRecorder
 
-from helpers import tiny_data, tiny_trainer
+from helpers import answers_on_both_engines, tiny_data, tiny_trainer
 
 
 class PruneTrialOne(optuna.pruners.BasePruner):
@@ -116,3 +116,15 @@ def test_a_study_keeps_one_store_open_for_its_trials_and_its_own_records(tmp_pat
     # RocksDB starts a new info log (and keeps the last as LOG.old.*) each time the store opens:
     # the study opened it once, and its trials and records shared it; the reads above opened it once more
     assert len(list((tmp_path / "provenance").glob("LOG.old.*"))) == 1
+
+
+@pytest.mark.parametrize(
+    ("name", "params"), [("study-trials", {}), ("study-trials", {"study": "digits"}), ("best-trial", {}),
+                         ("best-trial", {"study": "digits"}), ("best-trial", {"study": "no such study"})]
+)
+def test_the_study_queries_answer_alike_on_oxigraph_and_rdflib(study, name, params):
+    _, store = study
+    oxigraph, other = answers_on_both_engines(store, name, **params)
+    assert oxigraph == other  # in order: both sort by study and trial number, one row per trial
+    if params.get("study") != "no such study":
+        assert oxigraph and all(row[-1] for row in oxigraph)  # every trial has its settings

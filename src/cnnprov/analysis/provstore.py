@@ -25,7 +25,7 @@ import pyoxigraph as ox
 from cnnprov.analysis.library import QueryFile, QueryNotFoundError, load_query, parse_query
 from cnnprov.analysis.prov_export import PROV_FORMATS
 from cnnprov.errors import QueryError, RunNotFoundError
-from cnnprov.rdf.sparql import Term
+from cnnprov.rdf.sparql import Term, bind_values, term_text
 from cnnprov.rdf.vocab import CNNPROV_NS, PREFIXES, literal, python_value
 from cnnprov.storage.advertisement import is_process_alive
 from cnnprov.storage.location import StoreLocation
@@ -133,8 +133,7 @@ class ProvStore:
         except QueryNotFoundError as error:
             raise QueryError(str(error)) from None
         with self.reading() as store:
-            bindings = self._bindings(store, query, params)
-            result = _select(store, query, bindings)
+            result = _select(store, query, self._bound_text(store, query, params))
             serving = store.serving_run_id()
         if query.name in _RUN_STATE_QUERIES and {"run_id", "host", "process_id"} <= set(result.columns):
             result = self._with_run_state(result, serving)
@@ -156,21 +155,36 @@ class ProvStore:
         rows = [(*row, state) for row, state in zip(result.rows, states, strict=False)]
         return QueryResult([*result.columns, "state"], rows)
 
+    def query_text(self, name_or_path: str | Path, **params: Any) -> str:
+        """The SPARQL text :meth:`query` sends for these parameters: standard SPARQL 1.1, its
+        parameter blocks (``VALUES``) holding the bound terms, to run on any SPARQL engine over
+        the union of the run graphs."""
+        try:
+            query = load_query(name_or_path)
+        except QueryNotFoundError as error:
+            raise QueryError(str(error)) from None
+        with self.reading() as store:
+            return self._bound_text(store, query, params)
+
     def sparql(self, text: str, **params: Any) -> QueryResult:
-        """Run SPARQL text over the union of all run graphs; ``params`` bind ``?name`` variables."""
+        """Run SPARQL text over the union of all run graphs; ``params`` bind ``?name`` variables
+        (with ``VALUES``, see :func:`cnnprov.rdf.sparql.bind_values`)."""
         query = parse_query("sparql", text)
         with self.reading() as store:
-            bindings = {ox.Variable(k): _term(v) for k, v in params.items()}
-            return _select(store, query, bindings)
+            terms = {name: _term(value) for name, value in params.items()}
+            return _select(store, query, _bind(query, terms))
 
-    def _bindings(self, store: ReadStore, query: QueryFile, params: dict[str, Any]) -> dict[ox.Variable, Term]:
+    def _bound_text(self, store: ReadStore, query: QueryFile, params: dict[str, Any]) -> str:
+        return _bind(query, self._bindings(store, query, params))
+
+    def _bindings(self, store: ReadStore, query: QueryFile, params: dict[str, Any]) -> dict[str, Term | None]:
         unknown = set(params) - set(query.parameters)
         if unknown:
             known = ", ".join(query.parameters) or "none"
             raise QueryError(
                 f"query '{query.name}' has no parameter {', '.join(sorted(unknown))}; its parameters: {known}"
             )
-        bindings: dict[ox.Variable, Term] = {}
+        bindings: dict[str, Term | None] = {}
         for name, parameter in query.parameters.items():
             value = params.get(name, parameter.default)
             if value is None:
@@ -179,10 +193,11 @@ class ProvStore:
                         f"query '{query.name}' needs the parameter '{name}' ({parameter.description}): "
                         f"pass --param {name}=VALUE"
                     )
+                bindings[name] = None  # UNDEF: the parameter constrains nothing
                 continue
             if name in _RUN_PARAMETERS:
                 value = self._resolve_run(store, str(value))
-            bindings[ox.Variable(name)] = _term(_coerce(query.name, name, value, parameter.default))
+            bindings[name] = _term(_coerce(query.name, name, value, parameter.default))
         return bindings
 
     # -- runs --------------------------------------------------------------------
@@ -251,9 +266,8 @@ class ProvStore:
     def _bundle(self, store: ReadStore, run_id: str) -> ox.NamedNode:
         rows = list(
             store.query(
-                f"SELECT ?g ?id WHERE {{ GRAPH ?g {{ ?g <{CNNPROV_NS}describesRun> ?run . "
-                f"?run <{CNNPROV_NS}runId> ?id }} }}",
-                substitutions={ox.Variable("id"): ox.Literal(run_id)},
+                f"SELECT ?g ?id WHERE {{ VALUES ?id {{ {term_text(ox.Literal(run_id))} }} "
+                f"GRAPH ?g {{ ?g <{CNNPROV_NS}describesRun> ?run . ?run <{CNNPROV_NS}runId> ?id }} }}"
             )
         )
         if not rows:
@@ -329,22 +343,31 @@ def _sorted_json(value: Any) -> Any:
     return value
 
 
-def _select(store: ReadStore, query: QueryFile, bindings: dict[ox.Variable, Term]) -> QueryResult:
+def _bind(query: QueryFile, terms: dict[str, Term | None]) -> str:
+    """The query's text with its parameter blocks holding ``terms`` (standard SPARQL 1.1)."""
+    if not terms:
+        return query.text
     try:
-        solutions = store.query(query.text, use_default_graph_as_union=True, substitutions=bindings)
+        texts = {name: None if term is None else term_text(term) for name, term in terms.items()}
+        return bind_values(query.text, texts)
+    except SyntaxError as error:
+        raise QueryError(f"query '{query.name}' is not valid SPARQL: {error}") from None
+    except (RuntimeError, TypeError) as error:
+        raise QueryError(f"query '{query.name}' cannot take parameters: {error}") from None
+
+
+def _select(store: ReadStore, query: QueryFile, text: str) -> QueryResult:
+    try:
+        solutions = store.query(text, use_default_graph_as_union=True)
     except QueryError as error:  # an endpoint refused it
         raise QueryError(f"query '{query.name}' cannot run: {error}") from None
     except SyntaxError as error:
         raise QueryError(f"query '{query.name}' is not valid SPARQL: {error}") from None
-    except RuntimeError as error:  # Oxigraph binds only variables the query projects
-        raise QueryError(
-            f"query '{query.name}' cannot run: {error}. A parameter binds the variable of its name, "
-            f"which the query must list in its SELECT clause"
-        ) from None
+    except RuntimeError as error:
+        raise QueryError(f"query '{query.name}' cannot run: {error}") from None
     if not isinstance(solutions, ox.QuerySolutions):
         raise QueryError(f"query '{query.name}' is not a SELECT query; cnnprov runs SELECT queries")
-    # Oxigraph binds only projected variables, so queries project their parameters;
-    # those columns repeat what the caller passed and are left out.
+    # A query may project its parameters; those columns repeat what the caller passed and are left out.
     kept = [(i, v.value) for i, v in enumerate(solutions.variables) if v.value not in query.parameters]
     indices = [i for i, _ in kept]
     # by position: looking a value up by its variable's name costs more than converting it

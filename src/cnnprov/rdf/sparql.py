@@ -3,12 +3,14 @@
 Nothing else in cnnprov writes SPARQL around a term by hand. Terms are serialized in
 N-Triples syntax (escaped, IRIs validated by pyoxigraph), so user text is never read as SPARQL.
 
-:func:`bind` gives a query its parameters the way pyoxigraph's ``substitutions`` evaluate
-them: every occurrence of the variable in the WHERE clause becomes the term (nested groups,
-``OPTIONAL``, ``FILTER``, ``GRAPH``, ``MINUS``, and subqueries that project the variable; not
-subqueries that do not), and ``VALUES ?var { term }`` at the start of the WHERE clause keeps
-the variable in the results, its grouping and its order. It is how a query with parameters
-reaches a SPARQL endpoint, which has no standard way to receive bound variables.
+:func:`bind_values` gives a query its parameters the standard way, with SPARQL 1.1 ``VALUES``
+blocks: a query declares a parameter ``?name`` in a parameter block,
+``VALUES (?metric ?order) { ("val_acc" "max") }``, that opens its WHERE clause (and the WHERE
+clause of each subquery that uses the parameter: a subquery is evaluated on its own, so a
+block outside it does not reach it), and binding replaces the one row of every block that names
+only parameters by the bound terms (``UNDEF`` for a parameter left unbound). A bound variable no
+block names gets a block of its own at the start of the WHERE clause. The text that results
+is plain SPARQL 1.1 and means the same on Oxigraph, on any SPARQL endpoint and on rdflib.
 """
 
 from __future__ import annotations
@@ -117,10 +119,6 @@ def term_text(term: object) -> str:
     raise TypeError(f"cannot send a {type(term).__name__} to a SPARQL endpoint as a bound value")
 
 
-def bind_terms(query: str, substitutions: Mapping[ox.Variable, Term]) -> str:
-    """:func:`bind` with pyoxigraph variables and terms."""
-    return bind(query, {variable.value: term_text(term) for variable, term in substitutions.items()})
-
 # An escaped backslash followed by "u" reads as a \u escape to a parser that decodes \u
 # sequences before parsing (SPARQL 1.1 allows it); "u" itself is then written as \u0075.
 _ESCAPES = re.compile(r"\\\\([uU])|\\.", re.S)
@@ -154,29 +152,47 @@ _TOKENS = re.compile(
 _FORMS = {"SELECT", "ASK", "CONSTRUCT", "DESCRIBE"}
 
 
-def bind(query: str, terms: dict[str, str]) -> str:
-    """``query`` with variables bound to terms (already SPARQL text, see :func:`term_text`).
+def bind_values(query: str, terms: Mapping[str, str | None]) -> str:
+    """``query`` with variables bound by ``VALUES`` blocks to terms (SPARQL text, see :func:`term_text`).
 
-    Mirrors pyoxigraph's ``substitutions``: each variable is replaced by its term throughout
-    the WHERE clause (but not inside a subquery that does not project it), and bound with
-    ``VALUES`` at the start of the WHERE clause, so it is still projected, grouped and ordered by.
+    Every ``VALUES`` block whose variables are all in ``terms`` (a parameter block) gets one row,
+    the terms of its variables (``None``: ``UNDEF``); a variable of ``terms`` that no such block
+    names is bound by a block inserted at the start of the WHERE clause (not when its term is
+    ``None``). Variables join the query's solutions as ``VALUES`` does (SPARQL 1.1, 18.2.4):
+    a block reaches the group it opens, not a subquery inside it.
 
     Raises:
-        RuntimeError: a variable the query does not project, or a query that is not SELECT or ASK.
+        RuntimeError: a query that is not SELECT or ASK.
+        SyntaxError: a query without a WHERE clause, with unbalanced braces or an unreadable ``VALUES``.
     """
-    tokens = [[m.lastgroup or "", m.group()] for m in _TOKENS.finditer(query)]
+    tokens = [(m.lastgroup or "", m.group()) for m in _TOKENS.finditer(query)]
     form = next((i for i, (kind, text) in enumerate(tokens) if kind == "word" and text.upper() in _FORMS), None)
     if form is None or tokens[form][1].upper() not in ("SELECT", "ASK"):
         raise RuntimeError("only SELECT and ASK queries take bound variables")
     start = _first_brace(tokens, form + 1)
-    if tokens[form][1].upper() == "SELECT":
-        projected = _projection(tokens, form + 1, start)
-        for name in terms:
-            if projected is not None and name not in projected:
-                raise RuntimeError(f"The SPARQL query does not contains variable ?{name} in its SELECT projection")
-    inserts = {start: " " + _values(terms) + "\n"}
-    _substitute(tokens, start, _matching(tokens, start), terms, inserts)
-    return "".join(text + inserts.get(i, "") for i, (_, text) in enumerate(tokens))
+    replaced: dict[int, tuple[int, str]] = {}  # first token -> (last token, text)
+    named: set[str] = set()
+    for i, (kind, text) in enumerate(tokens):
+        if i <= start or kind != "word" or text.upper() != "VALUES":
+            continue
+        names, end = _values_block(tokens, i)
+        if names and all(name in terms for name in names):
+            replaced[i] = (end, _values({name: terms[name] for name in names}))
+            named.update(names)
+    missing = {name: term for name, term in terms.items() if name not in named and term is not None}
+    parts = []
+    i = 0
+    while i < len(tokens):
+        if i in replaced:
+            end, text = replaced[i]
+            parts.append(text)
+            i = end + 1
+            continue
+        parts.append(tokens[i][1])
+        if i == start and missing:
+            parts.append(" " + _values(missing) + "\n")
+        i += 1
+    return "".join(parts)
 
 
 def mentions_keyword(query: str, keyword: str) -> bool:
@@ -185,21 +201,50 @@ def mentions_keyword(query: str, keyword: str) -> bool:
     return any(m.lastgroup == "word" and m.group().upper() == upper for m in _TOKENS.finditer(query))
 
 
-def _values(terms: dict[str, str]) -> str:
+def bind_terms(query: str, substitutions: Mapping[ox.Variable, Term]) -> str:
+    """:func:`bind_values` with pyoxigraph variables and terms (what a store's ``substitutions`` pass)."""
+    return bind_values(query, {variable.value: term_text(term) for variable, term in substitutions.items()})
+
+
+def _values(terms: Mapping[str, str | None]) -> str:
     names = " ".join(f"?{name}" for name in terms)
-    return f"VALUES ({names}) {{ ({' '.join(terms.values())}) }}"
+    row = " ".join("UNDEF" if term is None else term for term in terms.values())
+    return f"VALUES ({names}) {{ ({row}) }}"
 
 
-def _significant(tokens: list[list[str]], index: int) -> int:
+def _values_block(tokens: list[tuple[str, str]], index: int) -> tuple[list[str], int]:
+    """The variables of the ``VALUES`` block at ``index`` and the index of its closing brace."""
+    i = _significant(tokens, index + 1)
+    names: list[str] = []
+    if i < len(tokens) and tokens[i][0] == "var":
+        names.append(tokens[i][1][1:])
+    elif i < len(tokens) and tokens[i][1] == "(":
+        i = _significant(tokens, i + 1)
+        while i < len(tokens) and tokens[i][0] == "var":
+            names.append(tokens[i][1][1:])
+            i = _significant(tokens, i + 1)
+        if i >= len(tokens) or tokens[i][1] != ")":
+            raise SyntaxError("VALUES: ')' expected after its variables")
+    else:
+        raise SyntaxError("VALUES: a variable or '(' expected")
+    brace = _significant(tokens, i + 1)
+    if brace >= len(tokens) or tokens[brace][1] != "{":
+        raise SyntaxError("VALUES: '{' expected before its rows")
+    return names, _matching(tokens, brace)
+
+
+def _significant(tokens: list[tuple[str, str]], index: int) -> int:
     while index < len(tokens) and tokens[index][0] in ("space", "comment"):
         index += 1
     return index
 
 
-def _first_brace(tokens: list[list[str]], index: int) -> int:
+def _first_brace(tokens: list[tuple[str, str]], index: int) -> int:
     depth = 0
     for i in range(index, len(tokens)):
-        text = tokens[i][1]
+        kind, text = tokens[i]
+        if kind != "punct":
+            continue
         if text == "(":
             depth += 1
         elif text == ")":
@@ -209,7 +254,7 @@ def _first_brace(tokens: list[list[str]], index: int) -> int:
     raise SyntaxError("the query has no WHERE clause ('{' expected)")
 
 
-def _matching(tokens: list[list[str]], index: int) -> int:
+def _matching(tokens: list[tuple[str, str]], index: int) -> int:
     depth = 0
     for i in range(index, len(tokens)):
         if tokens[i][0] != "punct":
@@ -221,61 +266,3 @@ def _matching(tokens: list[list[str]], index: int) -> int:
             if depth == 0:
                 return i
     raise SyntaxError("unbalanced braces in the query ('}' expected)")
-
-
-def _projection(tokens: list[list[str]], start: int, end: int) -> set[str] | None:
-    """Variables a SELECT clause projects (``None`` for ``*``)."""
-    names: set[str] = set()
-    depth = 0
-    previous = ""
-    for kind, text in tokens[start:end]:
-        if kind in ("space", "comment"):
-            continue
-        if text == "(":
-            depth += 1
-        elif text == ")":
-            depth -= 1
-        elif text == "*" and depth == 0:
-            return None
-        elif kind == "var" and (depth == 0 or previous == "AS"):
-            names.add(text[1:])
-        previous = text.upper()
-    return names
-
-
-def _substitute(tokens: list[list[str]], start: int, end: int, terms: dict[str, str], inserts: dict[int, str]) -> None:
-    """Replace the variables of ``terms`` between the braces at ``start`` and ``end``; text to add
-    after a token goes to ``inserts`` (by token index), so that indexes stay valid."""
-    i = start + 1
-    previous = ""
-    values_header = False
-    while i < end:
-        kind, text = tokens[i]
-        if kind in ("space", "comment"):
-            i += 1
-            continue
-        if text == "{" and kind == "punct":
-            after = _significant(tokens, i + 1)
-            if after < end and tokens[after][0] == "word" and tokens[after][1].upper() == "SELECT":
-                # a subquery: its own scope, entered only for the variables it projects
-                group_end = _matching(tokens, i)
-                where = _first_brace(tokens, after + 1)
-                projected = _projection(tokens, after + 1, where)
-                inner = {n: t for n, t in terms.items() if projected is None or n in projected}
-                if inner:
-                    _substitute(tokens, where, _matching(tokens, where), inner, inserts)
-                    inserts[where] = " " + _values(inner) + "\n"
-                i, previous = group_end + 1, "}"
-                continue
-            if values_header:  # inline data: terms only
-                values_header = False
-                i, previous = _matching(tokens, i) + 1, "}"
-                continue
-        if kind == "word" and text.upper() == "VALUES":
-            values_header = True
-        elif kind == "var" and text[1:] in terms and not values_header and previous != "AS":
-            tokens[i] = ["term", terms[text[1:]]]
-        previous = text.upper()
-        i += 1
-
-

@@ -25,7 +25,7 @@ server is asked with its ``union-default-graph`` parameter; any other endpoint w
 1.1 Protocol's own means, ``default-graph-uri`` and ``named-graph-uri`` naming every named
 graph (listed by a first query). ``union="native"`` says the endpoint's default graph already is
 the union (GraphDB, Virtuoso, Fuseki with ``unionDefaultGraph``, cnnprov's own read endpoints).
-Bound parameters are written into the query as terms by :func:`cnnprov.rdf.sparql.bind`.
+Bound variables reach the endpoint as standard SPARQL ``VALUES`` blocks (:func:`cnnprov.rdf.sparql.bind_values`).
 """
 
 from __future__ import annotations
@@ -101,13 +101,12 @@ class RemoteStore:
     ) -> Any:
         """Run a query; the result is what ``pyoxigraph.Store.query`` returns for it.
 
-        ``substitutions`` binds variables to RDF terms; like pyoxigraph, only variables the
-        query projects can be bound.
+        ``substitutions`` binds variables to RDF terms with ``VALUES`` (:func:`cnnprov.rdf.sparql.bind_terms`).
         """
         if substitutions:
             try:
                 query = bind_terms(query, substitutions)
-            except RuntimeError as error:
+            except (RuntimeError, SyntaxError, TypeError) as error:
                 raise QueryError(str(error)) from None
         form = [("query", query)]
         if use_default_graph_as_union:

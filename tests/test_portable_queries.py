@@ -1,0 +1,85 @@
+"""Every bundled query gives the same answer on Oxigraph and on rdflib's own SPARQL engine.
+
+Both engines run the same text, the standard SPARQL 1.1 that ProvStore sends (parameters bound
+in VALUES blocks), over the same data: rdflib over an N-Quads export whose default graph is the
+union of the run graphs. Rows compare as multisets of Python values (floats to 9 places); the
+study queries are compared in tests/test_sweeps.py, over a store with a study.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from cnnprov.analysis.library import bundled_queries
+
+from helpers import answers_on_both_engines, as_multiset
+
+
+def parameter_sets(store) -> list[tuple[str, dict]]:
+    runs = [row["run_id"] for row in store.runs()]
+    (checkpoint,) = store.sparql(
+        "SELECT ?path WHERE { ?c <https://w3id.org/cnnprov/ns#filePath> ?path } ORDER BY ?path LIMIT 1"
+    ).rows[0]
+    first, second = runs[0], runs[1]
+    return [
+        ("runs", {}),
+        ("epoch-times", {}),
+        ("unfinished-runs", {}),
+        ("best-runs", {}),
+        ("best-runs", {"metric": "val_loss", "order": "min"}),
+        ("best-runs", {"metric": "no such metric"}),
+        ("overfitting", {}),
+        ("overfitting", {"threshold": -1.0}),
+        ("overfitting", {"metric": "val_acc", "threshold": -1.0}),
+        ("hyperparameters", {}),
+        ("hyperparameters", {"include": "all"}),
+        ("hyperparameters", {"run": first, "include": "all"}),
+        ("layers", {"run": first}),
+        ("learning-curves", {}),
+        ("learning-curves", {"metric": "train_loss_step"}),
+        ("lineage", {"checkpoint": checkpoint}),
+        ("runs-using-dataset", {"dataset": "TensorDataset"}),
+        ("epoch-metrics", {"run": first}),
+        ("epoch-metrics", {"run": first[:8]}),  # a prefix: ProvStore binds the full id
+        ("epoch-metrics", {"run": second, "max_values": 1000}),
+        ("hyperparameter-effect", {"name": "dropout"}),
+        ("hyperparameter-effect", {"name": "dropout", "metric": "val_loss", "order": "min"}),
+        ("run-environment", {}),
+        ("run-environment", {"run": second}),
+        ("compare-runs", {"run_a": first, "run_b": second}),
+        ("compare-runs", {"run_a": first, "run_b": first}),
+        ("lr-adaptations", {}),
+        ("lr-adaptations", {"run": first, "metric": "val_acc"}),
+        ("study-trials", {}),
+        ("best-trial", {}),
+    ]
+
+
+#: Queries whose answer over the sweep is empty by nature: no run changed its rate, all runs ended,
+#: no study, identical runs differ in nothing, a metric nobody logged, no run overfitted.
+EMPTY = {
+    ("lr-adaptations", 0), ("lr-adaptations", 1), ("unfinished-runs", 0), ("study-trials", 0), ("best-trial", 0),
+    ("compare-runs", 1), ("best-runs", 2), ("overfitting", 0),
+}
+
+
+def test_every_bundled_query_answers_alike_on_oxigraph_and_rdflib(sweep_store):
+    cases = parameter_sets(sweep_store)
+    assert {name for name, _ in cases} == set(bundled_queries())
+    seen: dict[str, int] = {}
+    compared = []
+    for name, params in cases:
+        index = seen[name] = seen.get(name, -1) + 1
+        oxigraph, other = answers_on_both_engines(sweep_store, name, **params)
+        assert as_multiset(oxigraph) == as_multiset(other), (name, params)
+        if (name, index) not in EMPTY:
+            assert oxigraph, (name, params, "an empty answer compares nothing")
+        compared.append((name, len(oxigraph)))
+    assert len(compared) == len(cases)
+
+
+@pytest.mark.parametrize("name", ["best-runs", "learning-curves", "runs", "hyperparameters"])
+def test_ordered_answers_come_in_the_same_order(sweep_store, name):
+    """Where ORDER BY is a total order of the rows (ties broken by run id), the order matches too."""
+    oxigraph, other = answers_on_both_engines(sweep_store, name)
+    assert oxigraph == other and oxigraph
