@@ -141,7 +141,7 @@ class DigitsCNN(L.LightningModule):
 
 def _checkpoint_root(store: StoreLocation) -> str:
     """Checkpoints of a sweep sit beside its store directory (in the working directory for a server)."""
-    return "cnnprov-checkpoints" if store.path is None else os.fspath(store.path) + "-checkpoints"
+    return store.beside("-checkpoints")
 
 
 @dataclass

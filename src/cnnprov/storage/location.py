@@ -126,6 +126,11 @@ class StoreLocation:
             raise TypeError(f"{self.url} is a SPARQL endpoint, not a file system path")
         return os.fspath(self.path)
 
+    def beside(self, suffix: str) -> str:
+        """A directory beside an embedded store (``provenance-checkpoints``), or in the working
+        directory for an endpoint (``cnnprov-checkpoints``)."""
+        return os.fspath(self.path) + suffix if self.path is not None else "cnnprov" + suffix
+
     def prepare(self) -> None:
         """Check now that a run can be recorded here (an embedded store's directory can be created)."""
         if self.path is not None:
