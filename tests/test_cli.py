@@ -337,6 +337,17 @@ def test_error_store_is_a_plain_file(tmp_path):
     assert plain.read_text() == "not a store"
 
 
+def test_error_a_query_whose_service_cannot_be_reached_fails_in_one_line(sweep_store, tmp_path):
+    query_file = tmp_path / "federated.rq"
+    query_file.write_text("SELECT * WHERE { SERVICE <http://127.0.0.1:9/sparql> { ?s ?p ?o } }\n")
+    assert "failed while it ran" in fails("query", query_file, "--store", sweep_store.path)
+
+
+@pytest.mark.parametrize("url", ["http://[::1", "http://:80/x", "http://127.0.0.1:port/"])
+def test_error_a_malformed_endpoint_url_is_named(url):
+    assert f"'{url}'" in fails("runs", "--store", url)
+
+
 def test_error_no_such_query(sweep_store):
     line = fails("query", "no-such-question", "--store", sweep_store.path)
     assert "no-such-question" in line and "best-runs" in line

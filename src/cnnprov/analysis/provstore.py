@@ -371,7 +371,10 @@ def _select(store: ReadStore, query: QueryFile, text: str) -> QueryResult:
     kept = [(i, v.value) for i, v in enumerate(solutions.variables) if v.value not in query.parameters]
     indices = [i for i, _ in kept]
     # by position: looking a value up by its variable's name costs more than converting it
-    rows = [tuple(python_value(solution[i]) for i in indices) for solution in solutions]
+    try:  # solutions are computed as they are read: a query can still fail here
+        rows = [tuple(python_value(solution[i]) for i in indices) for solution in solutions]
+    except (OSError, RuntimeError, ValueError) as error:  # e.g. a SERVICE that cannot be reached
+        raise QueryError(f"query '{query.name}' failed while it ran: {error}") from None
     return QueryResult([name for _, name in kept], rows)
 
 

@@ -17,6 +17,7 @@ Example::
 from __future__ import annotations
 
 import os
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -109,6 +110,13 @@ class StoreLocation:
         if isinstance(store, StoreLocation):
             return replace(store, **options) if options else store
         if isinstance(store, str) and store[:8].lower().startswith(("http://", "https://")):
+            try:
+                parts = urllib.parse.urlsplit(store)
+                parts.port  # noqa: B018 - raises for a port that is no number
+            except ValueError as error:
+                raise StoreError(f"'{store}' is not a valid SPARQL endpoint URL ({error}): check the URL") from None
+            if not parts.hostname:
+                raise StoreError(f"'{store}' names no host: give a URL such as http://127.0.0.1:7878")
             return cls(url=store.rstrip("/"), **options)
         if store is None or store == "":
             store = os.environ.get(STORE_ENV) or DEFAULT_STORE
