@@ -38,8 +38,8 @@ import torch
 
 import cnnprov
 from cnnprov import ProvStore, RunRecorder
-from cnnprov.analysis.library import bundled_queries, load_query
 from cnnprov.analysis.provstore import QueryError
+from cnnprov.analysis.query_library import bundled_queries, load_query
 from cnnprov.demo import DigitsCNN
 from cnnprov.storage.local import wait_released
 

@@ -57,7 +57,7 @@ def test_hot_path_times_prov_beside_csv_and_its_fixed_costs(tmp_path):
 
 
 def test_scale_builds_a_sweep_and_times_every_bundled_query(tmp_path):
-    from cnnprov.analysis.library import bundled_queries
+    from cnnprov.analysis.query_library import bundled_queries
 
     _stdout, payload = run_smoke("scale", tmp_path)
     write = payload["write"]

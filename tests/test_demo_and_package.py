@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from cnnprov.analysis.library import bundled_queries
+from cnnprov.analysis.query_library import bundled_queries
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -60,7 +60,7 @@ def test_wheel_ships_every_query_the_ontology_and_the_console_script(wheel):
 
 
 def test_every_bundled_query_opens_with_its_question_and_an_example():
-    from cnnprov.analysis.library import load_query
+    from cnnprov.analysis.query_library import load_query
 
     assert {"runs", "best-runs", "epoch-times"} <= set(bundled_queries())
     for name in bundled_queries():

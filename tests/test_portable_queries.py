@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from cnnprov.analysis.library import bundled_queries
+from cnnprov.analysis.query_library import bundled_queries
 
 from helpers import answers_on_both_engines, as_multiset
 

@@ -27,7 +27,7 @@ import pyoxigraph as ox
 import pytest
 
 from cnnprov import ProvLogger, ProvStore, RunRecorder
-from cnnprov.analysis.library import bundled_queries, load_query
+from cnnprov.analysis.query_library import bundled_queries, load_query
 from cnnprov.demo import DigitsCNN
 from cnnprov.rdf.sparql import bind_values, term_text
 from cnnprov.storage.location import StoreLocation

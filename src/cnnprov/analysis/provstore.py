@@ -22,8 +22,8 @@ from typing import Any
 
 import pyoxigraph as ox
 
-from cnnprov.analysis.library import QueryFile, QueryNotFoundError, load_query, parse_query
 from cnnprov.analysis.prov_export import PROV_FORMATS
+from cnnprov.analysis.query_library import QueryFile, QueryNotFoundError, load_query, parse_query
 from cnnprov.errors import QueryError, RunNotFoundError
 from cnnprov.rdf.sparql import Term, bind_values, term_text
 from cnnprov.rdf.vocab import CNNPROV_NS, PREFIXES, literal, python_value

@@ -20,8 +20,8 @@ def runs(args: argparse.Namespace) -> int:
 
 
 def query(args: argparse.Namespace) -> int:
-    from cnnprov.analysis.library import bundled_queries, load_query
     from cnnprov.analysis.provstore import ProvStore, QueryError
+    from cnnprov.analysis.query_library import bundled_queries, load_query
 
     if args.list:
         for name in bundled_queries():
