@@ -161,3 +161,14 @@ def test_a_session_left_open_is_closed_at_interpreter_exit(tmp_path):
     subprocess.run([sys.executable, "-c", script], check=True, timeout=60)
     assert read_holder(path) is None  # it let go of the store and withdrew its advertisement
     assert ProvStore(path).runs().column("status") == ["success"]
+
+
+def test_a_read_in_the_process_of_a_session_that_has_not_opened_its_store_yet_opens_it(tmp_path):
+    path = tmp_path / "provenance"
+    session = cnnprov.StoreLocation.parse(path).open_session(serve_reads=False, lazy=True)
+    try:
+        assert not (path / "CURRENT").exists()  # nothing of the store is on disk yet
+        assert ProvStore(path).runs().to_dicts() == []  # read through the session, which opens it
+        assert (path / "CURRENT").exists()
+    finally:
+        session.close(wait=True)

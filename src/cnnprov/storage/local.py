@@ -313,15 +313,16 @@ def open_local_reader(location: StoreLocation) -> Any:
     holder that serves nothing yet (a run that has just opened the store)."""
     assert location.path is not None
     path = location.path
-    check_readable(path)
     deadline = time.monotonic() + location.read_wait_s
     while True:
         session = _session(path)
         if session is not None and not session._closing:
             try:
+                # before any check of the directory: a lazy session may not have created the store yet
                 return session.reader  # a lazy session opens now, if its writer thread has not yet
             except StoreError:
                 pass  # it cannot open the store: read as if it were not there
+        check_readable(path)
         try:
             return LocalReader(_open_waiting(path, 0), owned=True)
         except StoreOpenInThisProcessError:
