@@ -6,18 +6,17 @@ import os
 import uuid
 import weakref
 from argparse import Namespace
-from collections.abc import Iterable
 from typing import Any
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers.logger import Logger, rank_zero_experiment
-from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_only
 
 from cnnprov.capture.environment import current_environment, prefetch_environment
 from cnnprov.capture.recorder import FAILED, RunRecorder
-from cnnprov.errors import StoreWriteError
+from cnnprov.integrations.lightning_callback import ProvCallback, epoch_is_ending
 from cnnprov.rdf.vocab import DEFAULT_BASE
 from cnnprov.storage.location import StoreLocation
 from cnnprov.storage.protocols import Session
@@ -182,8 +181,8 @@ class ProvLogger(Logger):
         # checkpoint Lightning restores its epoch counter, which is then the run's.
         recorder.stage_started(fitting, trainer.current_epoch, restored=bool(trainer.ckpt_path))
         callbacks: list[Callback] = trainer.callbacks  # type: ignore[attr-defined]  # set by Lightning's connector
-        if not any(isinstance(cb, _ProvCallback) and cb.logger is self for cb in callbacks):
-            callbacks.append(_ProvCallback(self))
+        if not any(isinstance(cb, ProvCallback) and cb.logger is self for cb in callbacks):
+            callbacks.append(ProvCallback(self))
         for callback in trainer.checkpoint_callbacks:  # files that exist already are not this stage's
             if isinstance(callback, ModelCheckpoint):
                 self._new_checkpoint_files(callback)
@@ -227,7 +226,7 @@ class ProvLogger(Logger):
         # A checkpoint on disk must be findable in the store (by its SHA-256) if the process dies
         # next: a resumed fit finds its run through it. One written as the epoch ends is durable
         # before the next epoch starts, which waits for it; one written mid-epoch is waited for here.
-        recorder.flush(wait=trainer is None or not _epoch_is_ending(trainer))
+        recorder.flush(wait=trainer is None or not epoch_is_ending(trainer))
 
     def _new_checkpoint_files(self, callback: ModelCheckpoint) -> list[str]:
         """Files the callback has written or rewritten since we last looked (public attributes only)."""
@@ -265,124 +264,6 @@ class ProvLogger(Logger):
         state["_trainer_ref"] = None
         state["_environment"] = None  # read again in the process that records
         return state
-
-
-class _ProvCallback(Callback):
-    """Epoch boundaries, data and learning-rate changes, attached by :class:`ProvLogger` itself."""
-
-    def __init__(self, logger: ProvLogger) -> None:
-        self.logger = logger
-        self._watch_steps = False
-        self._epoch: int | None = None  # the trainer epoch last reported to the recorder
-        # The epoch started and not yet ended. It ends when the next one starts or training
-        # ends: Lightning logs epoch-level metrics and ModelCheckpoint saves after
-        # on_train_epoch_end, and what an epoch generates must fall within it (PROV-CONSTRAINTS).
-        self._open_epoch: int | None = None
-
-    def _recorder(self) -> RunRecorder | None:
-        recorder = self.logger._recorder
-        return recorder if recorder is not None and recorder.started else None
-
-    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        recorder = self._recorder()
-        if recorder is None:
-            return
-        _log_loaders(recorder, "train", [trainer.train_dataloader])
-        _log_loaders(recorder, "validation", _as_list(trainer.val_dataloaders))
-        self._watch_steps = any(config.interval == "step" for config in trainer.lr_scheduler_configs)
-        self._epoch = None
-        self._open_epoch = None
-
-    def on_validation_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        recorder = self._recorder()
-        if recorder is not None and not trainer.training and trainer.state.fn == "validate":
-            _log_loaders(recorder, "validation", _as_list(trainer.val_dataloaders))
-
-    def on_test_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        recorder = self._recorder()
-        if recorder is not None:
-            _log_loaders(recorder, "test", _as_list(trainer.test_dataloaders))
-
-    def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._enter_epoch(trainer)
-
-    def _enter_epoch(self, trainer: Trainer) -> None:
-        self._epoch = trainer.current_epoch
-        recorder = self._recorder()
-        if recorder is None:
-            return
-        self._end_open_epoch(recorder)
-        _check_learning_rates(recorder, trainer, trainer.current_epoch)
-        self._open_epoch = trainer.current_epoch
-        try:
-            recorder.epoch_started(trainer.current_epoch)
-        except StoreWriteError as error:  # never stop training over a failed write: it is kept and retried
-            rank_zero_warn(str(error))
-
-    def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int) -> None:
-        if self._epoch != trainer.current_epoch:
-            # resumed from a mid-epoch checkpoint: Lightning goes on without on_train_epoch_start
-            self._enter_epoch(trainer)
-        if self._watch_steps:
-            recorder = self._recorder()
-            if recorder is not None:
-                _check_learning_rates(recorder, trainer, trainer.current_epoch)
-
-    def _end_open_epoch(self, recorder: RunRecorder) -> None:
-        """End the epoch in progress: after everything Lightning logged and saved for it."""
-        if self._open_epoch is not None:
-            recorder.epoch_ended(self._open_epoch)
-            self._open_epoch = None
-
-    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        recorder = self._recorder()
-        if recorder is not None:
-            self._end_open_epoch(recorder)  # the last epoch's metrics and checkpoints are in by now
-            recorder.stage_ended()
-
-    def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
-        self.logger._error = exception
-
-
-def _epoch_is_ending(trainer: Trainer) -> bool:
-    """Whether the training epoch has fetched its last batch (a checkpoint now is the epoch's last)."""
-    try:
-        return bool(trainer.fit_loop.epoch_loop.batch_progress.is_last_batch)
-    except AttributeError:  # not fitting, or a Lightning without these loops: be safe and wait
-        return False
-
-
-def _check_learning_rates(recorder: RunRecorder, trainer: Trainer, epoch: int) -> None:
-    for opt_index, optimizer in enumerate(trainer.optimizers):
-        for group_index, group in enumerate(optimizer.param_groups):
-            recorder.learning_rate_changed(opt_index, group_index, group["lr"], epoch, trainer.global_step)
-
-
-def _log_loaders(recorder: RunRecorder, role: str, loaders: Iterable[Any]) -> None:
-    loaders = [loader for loader in loaders if loader is not None]
-    for index, loader in enumerate(loaders):
-        dataset = getattr(loader, "dataset", None)
-        cls = type(dataset) if dataset is not None else None
-        recorder.log_dataset(
-            role if len(loaders) == 1 else f"{role}-{index}",
-            dataset_class=f"{cls.__module__}.{cls.__qualname__}" if cls else None,
-            sample_count=_length(dataset),
-            batch_size=getattr(loader, "batch_size", None),
-            batch_count=_length(loader),
-        )
-
-
-def _length(obj: Any) -> int | None:
-    try:
-        return len(obj)
-    except Exception:  # iterable datasets have no length
-        return None
-
-
-def _as_list(loaders: Any) -> list:
-    if loaders is None:
-        return []
-    return list(loaders) if isinstance(loaders, (list, tuple)) else [loaders]
 
 
 def _trainer_of(model: torch.nn.Module) -> Trainer | None:

@@ -66,9 +66,7 @@ class OptunaStudyRecorder:
     ) -> None:
         self.study = study
         self._owns_session = not isinstance(store, Session)
-        self.session: Session = (
-            StoreLocation.parse(store).open_session() if not isinstance(store, Session) else store
-        )
+        self.session: Session = StoreLocation.parse(store).open_session() if not isinstance(store, Session) else store
         self.base = base
         self.study_id = str(uuid.uuid4())
         self.activity = iri(base, "study", iri_segment(self.study_id))
