@@ -62,11 +62,10 @@ def main(argv: list[str] | None = None) -> None:
         )
         trainer = L.Trainer(
             max_epochs=args.epochs,
-            logger=recorder.logger(trial),
+            logger=recorder.logger(trial, save_dir=f"{args.store}-checkpoints"),
             callbacks=[ReportToTrial(trial)],
             enable_progress_bar=False,
             enable_model_summary=False,
-            default_root_dir=f"{args.store}-checkpoints",
         )
         trainer.fit(model, datamodule=DigitsDataModule(limit=args.limit))
         return float(trainer.callback_metrics["val_acc"])

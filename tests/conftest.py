@@ -41,3 +41,10 @@ def short_waits(monkeypatch: pytest.MonkeyPatch) -> None:
     """
     monkeypatch.setenv("CNNPROV_LOCK_WAIT_S", "2")
     monkeypatch.setenv("CNNPROV_RETRY_AFTER_S", "2")
+
+
+@pytest.fixture(autouse=True)
+def in_a_directory_of_its_own(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test runs in its own directory: what lands in the working directory (a logger's
+    checkpoints without ``save_dir``, a default ``./provenance``) lands under its tmp_path."""
+    monkeypatch.chdir(tmp_path)

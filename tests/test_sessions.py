@@ -14,11 +14,9 @@ import sys
 import textwrap
 
 import pyoxigraph as ox
-import pytest
 
 import cnnprov
 from cnnprov import ProvStore, RunRecorder
-from cnnprov.errors import StoreLockedError
 from cnnprov.storage.advertisement import read_holder
 from cnnprov.storage.local import wait_released
 
@@ -76,13 +74,19 @@ def test_another_process_can_write_once_a_single_run_has_ended(tmp_path):
     assert sorted(ProvStore(path).runs().column("name")) == ["here", "there"]
 
 
-def test_a_second_session_in_the_same_process_is_refused_with_the_reason(tmp_path):
+def test_a_second_session_in_the_same_process_shares_the_open_store_until_both_close(tmp_path):
     path = tmp_path / "provenance"
-    with (
-        cnnprov.open_session(path, serve_reads=False),
-        pytest.raises(StoreLockedError, match="this process already has"),
-    ):
-        cnnprov.open_session(path)
+    first = cnnprov.open_session(path, serve_reads=False)
+    second = cnnprov.open_session(path)  # two loggers of one Trainer, say: no second open of RocksDB
+    record(first, "first")
+    first.close()
+    record(second, "second")  # the store stays open for the hold that is left
+    assert sorted(ProvStore(path).runs().column("name")) == ["first", "second"]  # read through it
+    second.close(wait=True)
+    second.close()  # safe twice
+    assert read_holder(path) is None  # let go of, once
+    assert opens(path) == 1
+    assert sorted(ProvStore(path).runs().column("name")) == ["first", "second"]
 
 
 def test_a_reader_in_another_process_reads_through_the_session_between_a_sweeps_runs(tmp_path):

@@ -12,7 +12,7 @@ import pytest
 
 from cnnprov import ProvStore, RunRecorder
 from cnnprov.errors import StoreError, StoreLockedError, StoreWriteError
-from cnnprov.storage.local import LocalTarget
+from cnnprov.storage.local_handles import LocalTarget
 from cnnprov.storage.location import StoreLocation
 from cnnprov.storage.writer import QuadWriter, Replace
 

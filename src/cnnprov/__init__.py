@@ -26,9 +26,8 @@ if TYPE_CHECKING:
     from cnnprov.capture.recorder import RunRecorder
     from cnnprov.integrations.lightning import ProvLogger
     from cnnprov.integrations.optuna import OptunaStudyRecorder
-    from cnnprov.storage.local import LocalSession
     from cnnprov.storage.location import StoreLocation
-    from cnnprov.storage.remote import RemoteSession
+    from cnnprov.storage.protocols import Session
 
 _LAZY = {
     "ProvLogger": "cnnprov.integrations.lightning",
@@ -41,7 +40,7 @@ _LAZY = {
 
 def open_session(
     store: str | os.PathLike[str] | StoreLocation | None = None, *, serve_reads: bool = True, **options: Any
-) -> LocalSession | RemoteSession:
+) -> Session:
     """Hold a store open for many runs (a sweep): pass the session as ``store=`` to each run.
 
     A single run opens and lets go of its store by itself; runs recorded with ``store=session``

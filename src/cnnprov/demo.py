@@ -202,7 +202,7 @@ def _train_each(
     for number, config in enumerate(configs, start=1):
         L.seed_everything(seed, verbose=False)
         name = ",".join(f"{k}={v}" for k, v in config.items())
-        logger = ProvLogger(store=session, run_name=name)
+        logger = ProvLogger(store=session, run_name=name, save_dir=_checkpoint_root(location))
         trainer = L.Trainer(
             max_epochs=max_epochs,
             logger=logger,

@@ -30,6 +30,10 @@ class StoreWriteError(StoreError):
     """Records could not be written; they are kept and retried."""
 
 
+class RecorderNotStartedError(CnnprovError, RuntimeError):
+    """A run's recorder was asked to record before its ``start()`` or after its ``close()``."""
+
+
 class QueryError(CnnprovError, ValueError):
     """A query cannot run as asked: unknown query or parameter, bad value, or a syntax error."""
 

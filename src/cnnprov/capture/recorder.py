@@ -288,8 +288,12 @@ class RunRecorder(RunEvents):
         self._summaries_due()  # values of a test stage, or of an epoch cut short
         self.flush()
 
-    def close(self) -> None:
-        """Store everything buffered and release the store (a shared session stays open). Safe to call twice."""
+    def close(self, wait: bool = False) -> None:
+        """Store everything buffered and release the store (a shared session stays open). Safe to call twice.
+
+        The store is let go of in the background (opens of it in this process wait for that);
+        with ``wait`` before this returns, so that no thread of the run outlives it.
+        """
         writer, self._writer = self._writer, None
         if writer is None:
             return
@@ -302,12 +306,17 @@ class RunRecorder(RunEvents):
                 target.close()  # says where unsent records wait, if an endpoint is away
             session, self._session = self._session, None
             if session is not None and session is not self._shared_session:
-                session.close()  # memory tables to disk and the store let go of, in the background
+                session.close(wait=wait)  # memory tables to disk and the store let go of
 
     def flush(self, wait: bool = True) -> None:
         """Hand buffered records to the writer; with ``wait``, return once they are durable."""
         if self._writer is not None:
             self._writer.flush(wait=wait)
+
+    def hand_over(self) -> None:
+        """Send buffered records on to be written soon, without waiting; cheap to call at every step."""
+        if self._writer is not None:
+            self._writer.hand_over()
 
     def _check_opening(self) -> None:
         """Raise now if the store could not be opened, or cannot be: another live process holds it."""

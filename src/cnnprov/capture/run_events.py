@@ -23,6 +23,7 @@ from cnnprov.capture.architecture import count_parameters, describe_model
 from cnnprov.capture.conversion import FileDigest, MetricRow, SummariesDue
 from cnnprov.capture.hyperparameters import flatten_hyperparameters, scalar
 from cnnprov.capture.run_state import RunState
+from cnnprov.errors import RecorderNotStartedError
 from cnnprov.rdf import prov_forms
 from cnnprov.rdf.prov_forms import Triple
 from cnnprov.rdf.vocab import CNNPROV, literal, string_literal
@@ -30,7 +31,6 @@ from cnnprov.storage.writer import QuadWriter, Replace
 
 #: Builds a MetricRow on the hot path without NamedTuple's Python-level constructor.
 _new_row = tuple.__new__
-
 
 
 class RunEvents:
@@ -229,7 +229,9 @@ class RunEvents:
         caller's, see :meth:`stage_started`) and is not itself stored as a metric.
         """
         writer = self._writer
-        if writer is not None:
+        if writer is None:
+            _not_started()
+        else:
             state = self._state
             if state.outside_training or state.epoch_offset:  # checked here: most calls need no mapping
                 metrics = state.run_metrics(metrics)
@@ -270,7 +272,9 @@ class RunEvents:
     def _add(self, subject: NamedNode, predicate: NamedNode, obj: Any) -> None:
         """Buffer one triple of the run's graph; usage and generation get their qualified form too."""
         writer = self._writer
-        if writer is not None:
+        if writer is None:
+            _not_started()
+        else:
             bundle = self.bundle
             for triple in prov_forms.with_qualified_form(subject, predicate, obj):
                 writer.append(Quad(*triple, bundle))
@@ -279,6 +283,13 @@ class RunEvents:
         """Buffer what a builder of :mod:`cnnprov.capture.records` made."""
         for triple in triples:
             self._add(*triple)
+
+
+def _not_started() -> None:
+    raise RecorderNotStartedError(
+        "this run's recorder is not recording: call its start() before recording (a RunRecorder "
+        "made by hand), or start() again to add to a run after close()"
+    )
 
 
 def _class_path(obj: Any) -> str:

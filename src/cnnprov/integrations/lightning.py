@@ -62,9 +62,17 @@ class ProvLogger(Logger):
             that a sweep's runs share (not for ``ddp_spawn``: a session does not pickle).
             Many runs share one store.
         run_name: a human name for the run (default: the start of its id).
-        name: experiment name; checkpoints go to ``save_dir/name/version``.
-        save_dir: root directory for checkpoints (default: the Trainer's
-            ``default_root_dir``).
+        name: experiment name; checkpoints go to ``save_dir/name/version`` (``None``
+            or ``""``: ``save_dir/version``).
+        save_dir: root directory for checkpoints and ``trainer.log_dir`` (default: the
+            working directory when the logger is made, as for Lightning's WandbLogger;
+            Lightning's ``default_root_dir`` is not consulted when a logger has one).
+        version: names the checkpoint directory, ``save_dir/name/version`` (default: a
+            new UUID, the run's id). Give one to find the checkpoints again: a new
+            Trainer with ``ProvLogger(version="baseline")`` and ``fit(ckpt_path="last")``
+            resumes from that directory's ``last.ckpt`` and continues the run that wrote it.
+        prefix: put in front of every metric name, joined by ``-`` (as Lightning's
+            CSVLogger and TensorBoardLogger do).
         base: namespace in which the run's IRIs are minted.
         serve_reads: while the run records into an embedded store, serve it read-only to
             other processes on this machine (so ``cnnprov`` commands can read it meanwhile).
@@ -78,12 +86,16 @@ class ProvLogger(Logger):
         trainer.fit(model, train_loader, val_loader)
     """
 
+    LOGGER_JOIN_CHAR = "-"
+
     def __init__(
         self,
         store: str | os.PathLike[str] | StoreLocation | Session | None = None,
         run_name: str | None = None,
-        name: str = "cnnprov_runs",
+        name: str | None = "cnnprov_runs",
         save_dir: str | os.PathLike[str] | None = None,
+        version: str | int | None = None,
+        prefix: str = "",
         base: str = DEFAULT_BASE,
         serve_reads: bool = True,
     ) -> None:
@@ -91,13 +103,16 @@ class ProvLogger(Logger):
         self._store = store
         self._serve_reads = serve_reads
         self._run_name = run_name
-        self._name = name
-        self._save_dir = os.fspath(save_dir) if save_dir is not None else None
+        self._name = name or ""
+        # absolute: Lightning joins it into checkpoint paths, and trainer.log_dir must never be None
+        self._save_dir = os.path.abspath(os.fspath(save_dir) if save_dir is not None else os.getcwd())
+        self._prefix = prefix
         self._base = base
         self._recorder: RunRecorder | None = None
+        self._borrowed = False  # the recorder is another copy's of this logger (see ``experiment``)
         # Known before the store opens, so every rank and every checkpoint directory agree on it.
-        self._version = str(uuid.uuid4())
-        self._run_id = self._version  # becomes the resumed run's id when a fit resumes one
+        self._run_id = str(uuid.uuid4())  # becomes the resumed run's id when a fit resumes one
+        self._version = str(version) if version is not None else self._run_id
         self._trainer_ref: weakref.ReferenceType | None = None
         self._error: BaseException | None = None
         self._seen_checkpoints: dict[str, tuple[int, int]] = {}
@@ -116,8 +131,13 @@ class ProvLogger(Logger):
         return self._version
 
     @property
-    def save_dir(self) -> str | None:
+    def save_dir(self) -> str:
         return self._save_dir
+
+    @property
+    def log_dir(self) -> str:
+        """Where this logger's checkpoints and files go: ``save_dir/name/version``."""
+        return os.path.join(self._save_dir, self._name, self._version)
 
     @property
     def run_id(self) -> str:
@@ -134,10 +154,22 @@ class ProvLogger(Logger):
         is the checkpoint a ``fit`` resumes from known, and with it the run to
         continue. Outside a Trainer, call its ``start()`` before recording.
         """
-        if self._recorder is None:
-            self._recorder = RunRecorder(
-                self._store, name=self._run_name, run_id=self._run_id, base=self._base, serve_reads=self._serve_reads
-            )
+        if self._recorder is None or (self._borrowed and not self._recorder.started):
+            # A copy of this logger (pickled, deep-copied) whose run is being recorded in this
+            # process records through the same recorder: two recorders of one run would number
+            # its values twice.
+            live = _LIVE_RECORDERS.get(self._run_id)
+            self._borrowed = live is not None and live.started
+            if live is not None and live.started:
+                self._recorder = live
+            else:
+                self._recorder = RunRecorder(
+                    self._store,
+                    name=self._run_name,
+                    run_id=self._run_id,
+                    base=self._base,
+                    serve_reads=self._serve_reads,
+                )
         return self._recorder
 
     def _started(self, resume_from: Any = None) -> RunRecorder:
@@ -145,8 +177,12 @@ class ProvLogger(Logger):
         recorder = self.experiment
         if not recorder.started:
             environment = current_environment(self._environment)
-            # A run id of our own (not one a resumed checkpoint names) is new: the store can open in the background.
-            recorder.start(environment, resume_from=resume_from, new_run=resume_from is None)
+            # A run id of our own that no recorder of this process has started (not one a resumed checkpoint
+            # names, nor a copy's whose run is stored already) is new: the store can open in the background.
+            new_run = resume_from is None and self._run_id not in _STARTED_RUNS
+            recorder.start(environment, resume_from=resume_from, new_run=new_run)
+            _STARTED_RUNS.add(recorder.run_id)
+            _LIVE_RECORDERS[recorder.run_id] = recorder
             self._run_id = recorder.run_id
             pending, self._pending_hyperparameters = self._pending_hyperparameters, []
             for params in pending:
@@ -156,10 +192,20 @@ class ProvLogger(Logger):
     # -- Lightning events ----------------------------------------------------
     @rank_zero_only
     def log_hyperparams(self, params: dict[str, Any] | Namespace, *args: Any, **kwargs: Any) -> None:
-        """Record hyperparameters; before the first stage starts they wait for it (it may resume a stored run)."""
+        """Record hyperparameters.
+
+        Before the first stage starts they wait for it (it may resume a stored run), or for
+        :meth:`finalize` if none does; after the run's stages they are added to the run.
+        """
         recorder = self._recorder
         if recorder is not None and recorder.started:
             recorder.log_hyperparameters(params)
+        elif recorder is not None and recorder.started_at is not None:  # its stages are over: add to the run
+            recorder.start()
+            try:
+                recorder.log_hyperparameters(params)
+            finally:
+                recorder.close(wait=True)
         else:
             self._pending_hyperparameters.append(params)
 
@@ -202,11 +248,21 @@ class ProvLogger(Logger):
         recorder = self._recorder
         if recorder is None or not recorder.started:
             recorder = self._started()
+        if self._prefix:
+            joined = self._prefix + self.LOGGER_JOIN_CHAR
+            metrics = {k if k == "epoch" else joined + k: v for k, v in metrics.items()}
         recorder.log_metrics(metrics, step)  # Lightning's ``epoch`` key: the recorder renumbers it
 
     @rank_zero_only
     def save(self) -> None:
-        """Nothing to do: Lightning calls this after every ``log_metrics``; writes happen at epoch ends."""
+        """Send what is buffered on to the store, so that other processes can read it.
+
+        Lightning calls this after every ``log_metrics``: it hands over at most once per
+        ~50 ms (without waiting for the write), so saving costs nothing measurable.
+        """
+        recorder = self._recorder
+        if recorder is not None and recorder.started:
+            recorder.hand_over()
 
     @rank_zero_only
     def after_save_checkpoint(self, checkpoint_callback: ModelCheckpoint) -> None:
@@ -249,21 +305,31 @@ class ProvLogger(Logger):
     def finalize(self, status: str) -> None:
         """Record the end and status of the stage, store everything, release the store."""
         recorder = self._recorder
-        if recorder is None or not recorder.started:
-            return
+        if (recorder is None or not recorder.started) and self._pending_hyperparameters:
+            recorder = self._started()  # hyperparameters logged and no stage ran: a run of its own holds them
+        if recorder is None or not recorder.started or self._borrowed:
+            return  # a copy's finalize leaves the run to the logger that records it
         error, self._error = self._error, None
         try:
             recorder.finish(FAILED if error is not None else status, error=error)
         finally:
-            recorder.close()
+            # Let go of the store now, not in the background: nothing of cnnprov outlives the stage.
+            recorder.close(wait=True)
 
-    # -- pickling (ddp_spawn, multiprocessing) --------------------------------
+    # -- pickling (ddp_spawn, multiprocessing, deep copies) ----------------------
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
         state["_recorder"] = None
+        state["_borrowed"] = False
         state["_trainer_ref"] = None
         state["_environment"] = None  # read again in the process that records
         return state
+
+
+#: Recorders of the runs this process records, by run id: a copy of a logger records through its original's.
+_LIVE_RECORDERS: weakref.WeakValueDictionary[str, RunRecorder] = weakref.WeakValueDictionary()
+#: Run ids whose records a recorder of this process has started: a copy's run is not new.
+_STARTED_RUNS: set[str] = set()
 
 
 def _trainer_of(model: torch.nn.Module) -> Trainer | None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -53,7 +54,8 @@ def advertise(directory: Path, run_id: str = "", url: str = "", token: str = "")
     """Name this process as the holder of the store in ``directory`` (mode 0600: it may carry a token)."""
     holder = Holder(os.getpid(), socket.gethostname(), run_id, time.strftime("%Y-%m-%dT%H:%M:%S%z"), url, token)
     path = directory / ADVERTISEMENT_FILE
-    temporary = path.with_name(f".{ADVERTISEMENT_FILE}.{os.getpid()}")
+    # one temporary file per thread: two runs of one process may advertise at once
+    temporary = path.with_name(f".{ADVERTISEMENT_FILE}.{os.getpid()}.{threading.get_ident()}")
     descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
         json.dump(asdict(holder), handle)

@@ -41,6 +41,10 @@ MAX_REQUEST_BYTES = 1 << 20
 MAX_CONNECTIONS = 16
 #: Seconds a connection may wait for the next byte of a request before it is closed.
 IDLE_TIMEOUT_S = 10.0
+#: How often the serving loop wakes only to see whether it should stop (requests wake it at once):
+#: rarely enough to cost nothing while training (a wake takes the GIL for microseconds), often
+#: enough that a run's end waits at most this long for the endpoint to stop.
+POLL_INTERVAL_S = 0.05
 
 
 class ReadEndpoint:
@@ -69,20 +73,26 @@ class ReadEndpoint:
         """Serve in a daemon thread; returns the base URL."""
         handler = type("Handler", (_Handler,), {"endpoint": self})
         self._server = _BoundedServer((host, port), handler)
-        # The loop wakes every poll_interval only to see whether it should stop (requests wake it
-        # at once); stop() does not wait for it, so wake it rarely: each wake takes the GIL.
         self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.5}, name="cnnprov-endpoint", daemon=True
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": POLL_INTERVAL_S},
+            name="cnnprov-endpoint",
+            daemon=True,
         )
         self._thread.start()
         return self.url
 
-    def stop(self) -> None:
-        """Stop serving and let go of the store. Safe to call twice."""
+    def stop(self, wait: bool = False) -> None:
+        """Stop serving and let go of the store (with ``wait``, once the serving thread ended). Safe to call twice."""
         self._store = None  # the handlers read it through this object: from now on they answer 503
         server, self._server = self._server, None
-        if server is not None:
-            # shutdown() waits for the serving loop's next poll; don't make the caller wait
+        if server is None:
+            return
+        if wait:  # shutdown() waits for the serving loop's next poll
+            _close_server(server)
+            if self._thread is not None:
+                self._thread.join()
+        else:
             threading.Thread(target=_close_server, args=(server,), name="cnnprov-endpoint-stop", daemon=True).start()
 
     def admits(self, host_header: str, authorization: str) -> bool:

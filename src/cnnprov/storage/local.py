@@ -20,16 +20,15 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pyoxigraph as ox
 
 from cnnprov.errors import StoreError, StoreLockedError, StoreOpenInThisProcessError
-from cnnprov.rdf.sparql import Term, replace_operation
 from cnnprov.storage.advertisement import advertise, read_holder, withdraw
 from cnnprov.storage.crashes import record_crashed_runs
+from cnnprov.storage.local_handles import LocalReader, LocalTarget
 from cnnprov.storage.location import StoreLocation
 from cnnprov.storage.opening import check_readable, in_this_process_message, open_store, prepare_store_directory
 from cnnprov.storage.protocols import Reader, Session, WriteTarget
@@ -38,10 +37,6 @@ log = logging.getLogger(__name__)
 
 #: How long an open, or the interpreter's exit, waits for this process to let go of a store.
 RELEASE_WAIT_S = 60.0
-#: After this many quads RocksDB writes its in-memory tables to disk. As Oxigraph configures it,
-#: it lets them grow to ~2 GiB before it does so itself; this often keeps a million-step run's
-#: memory flat (BENCHMARKS.md). A session counts across its runs.
-MEMTABLE_QUADS = 65_536
 
 
 # -- sessions ------------------------------------------------------------------------
@@ -81,6 +76,8 @@ class LocalSession:
         self._open_error: BaseException | None = None
         self._released = threading.Event()
         self._closing = False
+        self._users = 1  # this object's opener, and each share (open_local_session)
+        self._opener_closed = False
         with _SESSIONS_LOCK:
             other = _SESSIONS.get(_key(self.path))
             if other is not None and not other._closing:
@@ -156,7 +153,25 @@ class LocalSession:
 
     def close(self, wait: bool = False) -> None:
         """Stop serving, then write RocksDB's memory tables and let go of the store (in the
-        background unless ``wait``; opens of this store in this process wait for it). Safe to call twice."""
+        background unless ``wait``; opens of this store in this process wait for it). Safe to call twice.
+
+        While shares of the session (other runs of this process) are open, the store stays open
+        until the last of them closes too.
+        """
+        if not self._opener_closed:
+            self._opener_closed = True
+            self._leave(wait)
+        elif wait and self._closing:
+            self._released.wait(RELEASE_WAIT_S)
+
+    def _leave(self, wait: bool) -> None:
+        with _SESSIONS_LOCK:
+            self._users -= 1
+            last = self._users <= 0
+        if last:
+            self._shut(wait)
+
+    def _shut(self, wait: bool) -> None:
         if self._closing:
             if wait:
                 self._released.wait(RELEASE_WAIT_S)
@@ -164,7 +179,7 @@ class LocalSession:
         self._closing = True
         endpoint, self._endpoint = self._endpoint, None
         if endpoint is not None:
-            endpoint.stop()
+            endpoint.stop(wait=wait)
         if wait:
             self._let_go()
             return
@@ -198,6 +213,48 @@ class LocalSession:
                 del _SESSIONS[_key(self.path)]
 
 
+class SharedSession:
+    """Another user's hold on a :class:`LocalSession` of this process: two loggers of one Trainer,
+    or two recorders, on one store. Closing it lets go of the store only if it is the last hold."""
+
+    def __init__(self, session: LocalSession) -> None:
+        self.session = session
+        self.location = session.location
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"SharedSession({str(self.session.path)!r})"
+
+    @property
+    def reader(self) -> LocalReader:
+        return self.session.reader
+
+    def target(self, run_id: str, spool: bool = True) -> LocalTarget:
+        return self.session.target(run_id, spool)
+
+    def close(self, wait: bool = False) -> None:
+        if not self._closed:
+            self._closed = True
+            self.session._leave(wait)
+
+    def __enter__(self) -> SharedSession:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def open_local_session(location: StoreLocation, serve_reads: bool = True, lazy: bool = False) -> Session:
+    """A session of the embedded store: a share of this process's open one, or a new one."""
+    assert location.path is not None
+    with _SESSIONS_LOCK:
+        session = _SESSIONS.get(_key(location.path))
+        if session is not None and not session._closing:
+            session._users += 1
+            return SharedSession(session)
+    return LocalSession(location, serve_reads=serve_reads, lazy=lazy)
+
+
 def _open_waiting(target: Path, wait_s: float, opening: LocalSession | None = None) -> ox.Store:
     """:func:`open_store`, after this process's own session (if any but ``opening``) let go of it."""
     session = _session(target)
@@ -227,84 +284,6 @@ def _close_all() -> None:
     # sessions nobody closed, and those closing on daemon threads: let go before the interpreter ends
     for session in list(_SESSIONS.values()):
         session.close(wait=True)
-
-
-class LocalTarget:
-    """A run's writes to the open store: each call one transaction (writes release the GIL)."""
-
-    def __init__(self, store: ox.Store | None) -> None:
-        self.store = store
-        self._unflushed = 0  # quads written since RocksDB last wrote its memory tables to disk
-
-    def _open(self) -> ox.Store:
-        if self.store is None:
-            raise StoreError("the provenance store's session is closed: nothing more can be written to it")
-        return self.store
-
-    def extend(self, quads: Iterable[ox.Quad]) -> None:
-        store = self._open()
-        batch = quads if isinstance(quads, list) else list(quads)
-        store.extend(batch)
-        self._unflushed += len(batch)
-        if self._unflushed >= MEMTABLE_QUADS:
-            store.flush()  # GIL released too
-            self._unflushed = 0
-
-    def replace(
-        self, subject: ox.NamedNode, predicate: ox.NamedNode, graph: ox.NamedNode, objects: Iterable[Term] = ()
-    ) -> None:
-        self._open().update(replace_operation(subject, predicate, graph, objects))
-
-    def update(self, sparql: str) -> None:
-        self._open().update(sparql)
-
-    def close(self) -> None:
-        """The run is over; the store stays open for its session."""
-
-
-class LocalReader:
-    """Reads of an open embedded store, as a :class:`~cnnprov.storage.protocols.Reader`."""
-
-    def __init__(self, store: ox.Store, serving_run: str | None = None, owned: bool = False) -> None:
-        self._store: ox.Store | None = store
-        self._serving_run = serving_run
-        self._owned = owned
-
-    def __repr__(self) -> str:
-        return f"LocalReader({self._store!r})"
-
-    def _open(self) -> ox.Store:
-        if self._store is None:
-            raise StoreError("this read handle was closed")
-        return self._store
-
-    def query(
-        self,
-        query: str,
-        *,
-        use_default_graph_as_union: bool = False,
-        substitutions: Mapping[ox.Variable, Term] | None = None,
-    ) -> Any:
-        return self._open().query(
-            query,
-            use_default_graph_as_union=use_default_graph_as_union,
-            substitutions=dict(substitutions or {}) or None,
-        )
-
-    def quads_for_pattern(self, subject: Any, predicate: Any, object: Any, graph_name: Any = None) -> Iterator[ox.Quad]:
-        return self._open().quads_for_pattern(subject, predicate, object, graph_name)
-
-    def rdflib_store(self) -> Any:
-        from oxrdflib import OxigraphStore
-
-        return OxigraphStore(store=self._open())
-
-    def serving_run_id(self) -> str | None:
-        return self._serving_run
-
-    def close(self) -> None:
-        if self._owned:
-            self._store = None  # the last reference: RocksDB lets go of the store
 
 
 def open_local_reader(location: StoreLocation) -> Any:
@@ -351,6 +330,6 @@ def open_store_to_serve(location: StoreLocation) -> ox.Store:
 if TYPE_CHECKING:  # mypy checks that the embedded store's classes do what the protocols say
 
     def _satisfies(
-        session: LocalSession, target: LocalTarget, reader: LocalReader
-    ) -> tuple[Session, WriteTarget, Reader]:
-        return session, target, reader
+        session: LocalSession, shared: SharedSession, target: LocalTarget, reader: LocalReader
+    ) -> tuple[Session, Session, WriteTarget, Reader]:
+        return session, shared, target, reader

@@ -26,9 +26,7 @@ from typing import TYPE_CHECKING, Any
 from cnnprov.errors import StoreError
 
 if TYPE_CHECKING:
-    from cnnprov.storage.local import LocalSession
-    from cnnprov.storage.protocols import Reader
-    from cnnprov.storage.remote import RemoteSession
+    from cnnprov.storage.protocols import Reader, Session
 
 #: Environment variable that overrides the default store location.
 STORE_ENV = "CNNPROV_STORE"
@@ -146,18 +144,19 @@ class StoreLocation:
 
             prepare_store_directory(self.path)
 
-    def open_session(self, serve_reads: bool = True, lazy: bool = False) -> LocalSession | RemoteSession:
+    def open_session(self, serve_reads: bool = True, lazy: bool = False) -> Session:
         """Hold the store for writing runs until the session is closed.
 
         An embedded store is opened (waiting up to ``lock_wait_s`` for another process) and,
         with ``serve_reads``, served read-only on 127.0.0.1 to other processes meanwhile.
         ``lazy`` opens it on first use instead (a run's writer thread does, while training
-        sets up); readers in this process wait for that open rather than race it.
+        sets up); readers in this process wait for that open rather than race it. A store this
+        process holds open already is shared: the session is a hold on the open one.
         """
         if self.path is not None:
-            from cnnprov.storage.local import LocalSession
+            from cnnprov.storage.local import open_local_session
 
-            return LocalSession(self, serve_reads=serve_reads, lazy=lazy)
+            return open_local_session(self, serve_reads=serve_reads, lazy=lazy)
         from cnnprov.storage.remote import RemoteSession
 
         return RemoteSession(self)

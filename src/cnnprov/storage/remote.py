@@ -364,7 +364,7 @@ class RemoteSession:
         """``run_id``'s writes; with ``spool``, those the endpoint does not take wait in the run's spool file."""
         return RemoteTarget(self.store, spool=default_spool_path(run_id) if spool else None)
 
-    def close(self) -> None:
+    def close(self, wait: bool = False) -> None:
         """Nothing is held open."""
 
     def __enter__(self) -> RemoteSession:

@@ -17,6 +17,7 @@ import atexit
 import logging
 import queue
 import threading
+import time
 import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -105,6 +106,7 @@ class QuadWriter:
         self._hand_over_s = hand_over_s
         self._buffer: list[Any] = []
         self._oldest_at: float | None = None
+        self._handed_at = 0.0  # time.monotonic() of the last hand-over without waiting
         self._batches: queue.Queue[list[Any] | None] = queue.Queue(maxsize=max_batches)  # back-pressure
         self._failed: list[Any] = []
         self._written = 0  # writer thread: items of the current write already stored
@@ -158,6 +160,12 @@ class QuadWriter:
             raise self._open_error
         return self._store
 
+    def hand_over(self) -> None:
+        """:meth:`flush` without waiting, at most once per ``hand_over_s``: the writer thread
+        gets what is buffered, and many calls in a row cost one write."""
+        if self._buffer and time.monotonic() - self._handed_at >= self._hand_over_s:
+            self.flush(wait=False)
+
     def flush(self, wait: bool = True) -> None:
         """Hand what is buffered to the writer thread; with ``wait``, return once it is stored."""
         if self._closed:
@@ -166,6 +174,7 @@ class QuadWriter:
         self._oldest_at = None
         if not wait:
             if batch or self._failed:
+                self._handed_at = time.monotonic()
                 self._batches.put(batch)
             return
         reported = self._open_error_raised
@@ -296,7 +305,9 @@ class QuadWriter:
         except Exception as error:
             log.warning(
                 "cnnprov could not record one %s (%s: %s); the records around it are kept",
-                type(item).__name__, type(error).__name__, error,
+                type(item).__name__,
+                type(error).__name__,
+                error,
             )
             return _Converted([])
         return converted if isinstance(converted, Update) else _Converted(list(converted))

@@ -1,0 +1,94 @@
+"""Writing and reading an open embedded store: a run's :class:`LocalTarget` and a :class:`LocalReader`."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+import pyoxigraph as ox
+
+from cnnprov.errors import StoreError
+from cnnprov.rdf.sparql import Term, replace_operation
+
+#: After this many quads RocksDB writes its in-memory tables to disk. As Oxigraph configures it,
+#: it lets them grow to ~2 GiB before it does so itself; this often keeps a million-step run's
+#: memory flat (BENCHMARKS.md). A session counts across its runs.
+MEMTABLE_QUADS = 65_536
+
+
+class LocalTarget:
+    """A run's writes to the open store: each call one transaction (writes release the GIL)."""
+
+    def __init__(self, store: ox.Store | None) -> None:
+        self.store = store
+        self._unflushed = 0  # quads written since RocksDB last wrote its memory tables to disk
+
+    def _open(self) -> ox.Store:
+        if self.store is None:
+            raise StoreError("the provenance store's session is closed: nothing more can be written to it")
+        return self.store
+
+    def extend(self, quads: Iterable[ox.Quad]) -> None:
+        store = self._open()
+        batch = quads if isinstance(quads, list) else list(quads)
+        store.extend(batch)
+        self._unflushed += len(batch)
+        if self._unflushed >= MEMTABLE_QUADS:
+            store.flush()  # GIL released too
+            self._unflushed = 0
+
+    def replace(
+        self, subject: ox.NamedNode, predicate: ox.NamedNode, graph: ox.NamedNode, objects: Iterable[Term] = ()
+    ) -> None:
+        self._open().update(replace_operation(subject, predicate, graph, objects))
+
+    def update(self, sparql: str) -> None:
+        self._open().update(sparql)
+
+    def close(self) -> None:
+        """The run is over; the store stays open for its session."""
+
+
+class LocalReader:
+    """Reads of an open embedded store, as a :class:`~cnnprov.storage.protocols.Reader`."""
+
+    def __init__(self, store: ox.Store, serving_run: str | None = None, owned: bool = False) -> None:
+        self._store: ox.Store | None = store
+        self._serving_run = serving_run
+        self._owned = owned
+
+    def __repr__(self) -> str:
+        return f"LocalReader({self._store!r})"
+
+    def _open(self) -> ox.Store:
+        if self._store is None:
+            raise StoreError("this read handle was closed")
+        return self._store
+
+    def query(
+        self,
+        query: str,
+        *,
+        use_default_graph_as_union: bool = False,
+        substitutions: Mapping[ox.Variable, Term] | None = None,
+    ) -> Any:
+        return self._open().query(
+            query,
+            use_default_graph_as_union=use_default_graph_as_union,
+            substitutions=dict(substitutions or {}) or None,
+        )
+
+    def quads_for_pattern(self, subject: Any, predicate: Any, object: Any, graph_name: Any = None) -> Iterator[ox.Quad]:
+        return self._open().quads_for_pattern(subject, predicate, object, graph_name)
+
+    def rdflib_store(self) -> Any:
+        from oxrdflib import OxigraphStore
+
+        return OxigraphStore(store=self._open())
+
+    def serving_run_id(self) -> str | None:
+        return self._serving_run
+
+    def close(self) -> None:
+        if self._owned:
+            self._store = None  # the last reference: RocksDB lets go of the store
