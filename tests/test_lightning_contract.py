@@ -289,3 +289,28 @@ def test_no_cnnprov_thread_is_alive_once_fit_has_returned(tmp_path):
     assert alive == []
     logger.finalize("success")  # Lightning has; a second time changes nothing
     assert runs_of(tmp_path / "provenance")[0]["status"] == "success"
+
+
+def test_runs_that_differ_only_in_the_trainer_configuration_differ_in_compare_runs(tmp_path):
+    store_path = tmp_path / "provenance"
+    ids = []
+    for options in ({}, {"gradient_clip_val": 0.5, "accumulate_grad_batches": 2, "precision": "bf16-mixed"}):
+        logger = ProvLogger(store=store_path)
+        tiny_trainer(tmp_path, logger, max_epochs=1, **options).fit(DigitsCNN(), datamodule=tiny_data())
+        ids.append(logger.run_id)
+    store = ProvStore(store_path)
+    differences = {
+        (row["component"], row["setting"]): (row["value_a"], row["value_b"])
+        for row in store.query("compare-runs", run_a=ids[0], run_b=ids[1]).to_dicts()
+    }
+    assert differences[("trainer", "trainer.precision")] == ("32-true", "bf16-mixed")
+    assert differences[("trainer", "trainer.gradient_clip_val")] == (None, 0.5)
+    assert differences[("trainer", "trainer.accumulate_grad_batches")] == (1, 2)
+    settings = {
+        row["name"]: row["value"]
+        for row in store.query("hyperparameters", run=ids[1], include="all").to_dicts()
+        if row["source"] == "trainer"
+    }
+    assert settings["trainer.max_epochs"] == 1 and settings["trainer.deterministic"] is False
+    assert settings["trainer.strategy"].endswith("SingleDeviceStrategy") and settings["trainer.devices"] == 1
+    assert not any(row["source"] == "trainer" for row in store.query("hyperparameters", run=ids[1]).to_dicts())

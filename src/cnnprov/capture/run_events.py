@@ -23,6 +23,7 @@ from cnnprov.capture.architecture import count_parameters, describe_model
 from cnnprov.capture.conversion import FileDigest, MetricRow, SummariesDue
 from cnnprov.capture.hyperparameters import flatten_hyperparameters, scalar
 from cnnprov.capture.run_state import RunState
+from cnnprov.capture.trainer_settings import trainer_configuration
 from cnnprov.errors import RecorderNotStartedError
 from cnnprov.rdf import prov_forms
 from cnnprov.rdf.prov_forms import Triple
@@ -74,6 +75,15 @@ class RunEvents:
             # one literal to list runs by (best-runs): reading every setting of a thousand runs is slow
             listing = ", ".join(f"{name}={text}" for name, text in sorted(texts.items()))
             self._writer.append(Replace(self.run, CNNPROV.hyperparameterList, self.bundle, (string_literal(listing),)))
+
+    def log_trainer_settings(self, python_class: str, settings: Mapping[str, Any]) -> None:
+        """Record how the training loop was configured (precision, clipping, limits…), once per run:
+        settings named ``trainer.<key>``, of an entity of their own, so ``compare-runs`` tells runs
+        apart that differ only there while the model's hyperparameters stay as the user logged them."""
+        if self._state.trainer_recorded:
+            return
+        self._state.trainer_recorded = True
+        self._add_all(trainer_configuration(self.run, self.base, python_class, settings))
 
     def log_architecture(self, model: Any) -> None:
         """Record a torch model's leaf layers, in order, with their own hyperparameters."""

@@ -41,6 +41,7 @@ class RunState:
     hyperparameter_texts: dict[str, str] = field(default_factory=dict)  # path → value text, for the listing literal
     epoch_offset: int = 0  # the caller's epoch + this = the run's
     outside_training: bool = False  # the caller's stage trains no epochs (validate, test)
+    trainer_recorded: bool = False  # the run's training-loop settings (its first attempt's) are recorded
 
     def continue_from(self, recorded: RecordedRun, checkpoint: NamedNode | None) -> None:
         """Pick up a stored run's numbering (``checkpoint``: the one this attempt resumes from, if known)."""
@@ -51,6 +52,7 @@ class RunState:
         self.adaptations = recorded.adaptations
         self.optimizers.update(recorded.optimizers)
         self.learning_rates.update(recorded.learning_rates)
+        self.trainer_recorded = True  # a continued run keeps its first attempt's loop settings
 
     @property
     def last_epoch(self) -> int | None:

@@ -17,6 +17,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from cnnprov.capture.environment import current_environment, prefetch_environment
 from cnnprov.capture.recorder import FAILED, RunRecorder
 from cnnprov.integrations.lightning_callback import ProvCallback, epoch_is_ending
+from cnnprov.integrations.lightning_settings import trainer_settings
 from cnnprov.rdf.vocab import DEFAULT_BASE
 from cnnprov.storage.location import StoreLocation
 from cnnprov.storage.protocols import Session
@@ -223,6 +224,8 @@ class ProvLogger(Logger):
         if trainer is None:
             return
         self._trainer_ref = weakref.ref(trainer)
+        trainer_class = f"{type(trainer).__module__}.{type(trainer).__qualname__}"
+        recorder.log_trainer_settings(trainer_class, trainer_settings(trainer))
         # The recorder numbers Lightning's epochs in the run's count (see the class docstring); with a
         # checkpoint Lightning restores its epoch counter, which is then the run's.
         recorder.stage_started(fitting, trainer.current_epoch, restored=bool(trainer.ckpt_path))

@@ -79,7 +79,7 @@ CNNPROV = _Namespace(
     LightningModuleClass Architecture Layer
     ConvolutionLayer PoolingLayer DropoutLayer ActivationLayer LinearLayer
     NormalizationLayer FlattenLayer EmbeddingLayer RecurrentLayer OtherLayer
-    Optimizer ParameterGroup LearningRateScheduler Checkpoint
+    Optimizer ParameterGroup LearningRateScheduler TrainerConfiguration Checkpoint
     runId status errorType errorMessage hostname processId randomSeed gitCommit
     softwareVersion describesRun partOfRun
     attemptIndex epochIndex durationSeconds atEpoch atStep
