@@ -102,3 +102,23 @@ def test_recording_before_start_or_after_close_says_what_to_do(tmp_path):
         "<http://www.w3.org/ns/mls#specifiedBy> [ <http://www.w3.org/2000/01/rdf-schema#label> 'loss' ] }"
     ).column("v")
     assert values == [1.0]  # what came before the misuse is kept
+
+
+SOFTWARE = (
+    "SELECT ?name WHERE { ?run a <https://w3id.org/cnnprov/ns#TrainingRun> ; "
+    "<http://www.w3.org/ns/prov#wasAssociatedWith> ?agent . "
+    "?agent a <http://www.w3.org/ns/prov#SoftwareAgent> ; <http://www.w3.org/2000/01/rdf-schema#label> ?name }"
+)
+
+
+def test_a_plain_loop_is_not_said_to_have_run_with_lightning_and_a_fabric_loop_is(tmp_path):
+    plain = RunRecorder(tmp_path / "plain")
+    plain.start()
+    plain.finish("success")
+    plain.close()
+    assert sorted(ProvStore(tmp_path / "plain").sparql(SOFTWARE).column("name")) == ["cnnprov", "python", "torch"]
+    fabric_logger = ProvFabricLogger(store=tmp_path / "fabric")
+    fabric_logger.log_metrics({"loss": 1.0}, step=0)
+    fabric_logger.finalize("success")
+    names = ProvStore(tmp_path / "fabric").sparql(SOFTWARE).column("name")
+    assert sorted(names) == ["cnnprov", "lightning", "python", "torch"]

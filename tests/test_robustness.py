@@ -638,6 +638,10 @@ HYPERPARAMETERS = {
     "int-tensor": (torch.tensor(7), {"h": 7}),
     "matrix-tensor": (torch.tensor([[1, 2], [3, 4]]), {"h": "[[1, 2], [3, 4]]"}),
     "numpy-float": (np.float32(0.25), {"h": 0.25}),
+    "numpy-float32-tenth": (np.float32(0.1), {"h": 0.1}),  # not the 0.10000000149011612 it widens to
+    "float32-tensor-tenth": (torch.tensor(0.1), {"h": 0.1}),
+    "float16-third": (np.float16(1 / 3), {"h": 0.3333}),
+    "numpy-float64-tenth": (np.float64(0.1), {"h": 0.1}),
     "numpy-int": (np.int64(-3), {"h": -3}),
     "numpy-bool": (np.bool_(False), {"h": False}),
     "numpy-array": (np.array([1.5, 2.5]), {"h": "[1.5, 2.5]"}),

@@ -7,6 +7,7 @@ import os
 import platform
 import socket
 import subprocess
+import sys
 import threading
 from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
@@ -77,8 +78,12 @@ def current_user() -> str:
         return f"uid-{os.getuid()}" if hasattr(os, "getuid") else "unknown"
 
 
-def current_environment(prefetched: Future | None = None) -> RunEnvironment:
+def current_environment(prefetched: Future | None = None, frameworks: tuple[str, ...] = ()) -> RunEnvironment:
     """Read the environment of this process (runs ``git`` once).
+
+    The software recorded is cnnprov, Python, torch when the process has imported it, and the
+    ``frameworks`` that drive the run (``("lightning",)`` for ProvLogger): a plain loop is not
+    said to have run with Lightning because it is installed.
 
     With ``prefetched`` (from :func:`prefetch_environment`), the slow parts come
     from that read; process id and seed are read now, as they may have changed.
@@ -94,13 +99,13 @@ def current_environment(prefetched: Future | None = None) -> RunEnvironment:
         user=current_user(),
         hostname=socket.gethostname(),
         process_id=os.getpid(),
-        software=software_versions(),
+        software=software_versions(("cnnprov", *(("torch",) if "torch" in sys.modules else ()), *frameworks)),
         git_commit=git_commit(),
         random_seed=random_seed(),
     )
 
 
-def prefetch_environment() -> Future:
+def prefetch_environment(frameworks: tuple[str, ...] = ()) -> Future:
     """Start reading the environment on a daemon thread; pass the result to :func:`current_environment`.
 
     ``git`` runs in a subprocess (a few ms): a logger starts this when it is
@@ -110,7 +115,7 @@ def prefetch_environment() -> Future:
 
     def read() -> None:
         try:
-            future.set_result(current_environment())
+            future.set_result(current_environment(frameworks=frameworks))
         except BaseException as error:  # reported where the result is used
             future.set_exception(error)
 

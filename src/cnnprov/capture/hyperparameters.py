@@ -10,6 +10,7 @@ import functools
 import inspect
 import json
 import math
+import struct
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -142,11 +143,29 @@ def _number_item(value: Any) -> Any:
         item = getattr(value, "item", None)
         if size == 1 and callable(item) and getattr(value, "ndim", 0) == 0:
             number = item()
-            if isinstance(number, (bool, int, float)):
+            if isinstance(number, float):
+                return _shortest(number, getattr(getattr(value, "dtype", None), "itemsize", 8))
+            if isinstance(number, (bool, int)):
                 return number
     except Exception:  # an object with a hostile __getattr__ is not a number
         return _NO_ITEM
     return _NO_ITEM
+
+
+def _shortest(number: float, itemsize: int) -> float:
+    """A float of a narrower type (``np.float32(0.1)``) as the shortest decimal that is the same
+    number in that type (0.1, not the 0.10000000149011612 it widens to)."""
+    layout = {4: "f", 2: "e"}.get(itemsize)
+    if layout is None or not math.isfinite(number):
+        return number
+    for digits in range(1, 18):
+        candidate = float(f"{number:.{digits}g}")
+        try:
+            if struct.unpack(layout, struct.pack(layout, candidate))[0] == number:
+                return candidate
+        except OverflowError:  # beyond the narrow type's range: not that type's value after all
+            return number
+    return number
 
 
 def _json_text(values: Iterable) -> str:

@@ -19,6 +19,7 @@ from lightning.fabric.loggers.logger import Logger, rank_zero_experiment
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.fabric.wrappers import is_wrapped
 
+from cnnprov.capture.environment import current_environment
 from cnnprov.capture.recorder import FAILED, SUCCESS, RunRecorder
 from cnnprov.rdf.vocab import DEFAULT_BASE
 from cnnprov.storage.location import StoreLocation
@@ -114,7 +115,8 @@ class ProvFabricLogger(Logger):
                 self._store, name=self._run_name, run_id=self._run_id, base=self._base, serve_reads=self._serve_reads
             )
         if not self._recorder.started:
-            self._recorder.start(new_run=self._recorder.started_at is None)
+            environment = current_environment(frameworks=("lightning",))  # Fabric is part of it
+            self._recorder.start(environment, new_run=self._recorder.started_at is None)
         return self._recorder
 
     # -- what Fabric calls ---------------------------------------------------

@@ -119,7 +119,7 @@ class ProvLogger(Logger):
         self._seen_checkpoints: dict[str, tuple[int, int]] = {}
         self._pending_hyperparameters: list[Any] = []
         # git and package versions are read while the Trainer sets up, not when the run starts
-        self._environment = prefetch_environment()
+        self._environment = prefetch_environment(frameworks=("lightning",))
 
     # -- Logger properties -------------------------------------------------
     @property
@@ -177,7 +177,7 @@ class ProvLogger(Logger):
         """The recorder, its store open and the run (or its continuation) recorded."""
         recorder = self.experiment
         if not recorder.started:
-            environment = current_environment(self._environment)
+            environment = current_environment(self._environment, frameworks=("lightning",))
             # A run id of our own that no recorder of this process has started (not one a resumed checkpoint
             # names, nor a copy's whose run is stored already) is new: the store can open in the background.
             new_run = resume_from is None and self._run_id not in _STARTED_RUNS
