@@ -35,7 +35,7 @@ RDFS = "http://www.w3.org/2000/01/rdf-schema#"
 RDF_TYPE = "http://www.w3.org/1999/02/22-rdf-syntax-ns#type"
 CNNPROV = "https://w3id.org/cnnprov/ns#"
 
-RUNS_COLUMNS = ["run_id", "name", "status", "started", "ended", "epochs"]
+RUNS_COLUMNS = ["run_id", "name", "status", "started", "ended", "epochs", "stages"]
 SWEEP_NAMES = {"dropout=0.0": 0.0, "dropout=0.5": 0.5}
 
 # A query file with an int parameter: runs that recorded at least some epochs.
@@ -165,6 +165,7 @@ def test_runs_json_has_one_object_per_run(sweep_store, runs):
         assert list(run) == RUNS_COLUMNS
         assert run["status"] == "success"
         assert run["epochs"] == 2 and isinstance(run["epochs"], int)
+        assert run["stages"] == "fit"
         started = dt.datetime.fromisoformat(run["started"])
         ended = dt.datetime.fromisoformat(run["ended"])
         assert started.tzinfo is not None and started <= ended

@@ -156,7 +156,7 @@ class RunEvents:
         self._add_all(records.dataset(self.run, role, dataset_class, sample_count, batch_size, batch_count))
 
     # -- what happens during training ----------------------------------------
-    def stage_started(self, training: bool, epoch: int = 0, *, restored: bool = False) -> None:
+    def stage_started(self, training: bool, epoch: int = 0, *, restored: bool = False, name: str | None = None) -> None:
         """A stage of the caller starts (Lightning's ``fit``, ``validate``, ``test``), its epoch counter at ``epoch``.
 
         From here the epoch indices the caller passes (to :meth:`epoch_started`,
@@ -166,8 +166,12 @@ class RunEvents:
         Trainer (which counts from 0 again) continues the run's epochs, unless
         the caller ``restored`` its count from a checkpoint (then it is the run's).
         Outside training a metric's ``epoch`` key is dropped: a test value is no epoch's.
-        Callers that never call this pass the run's own indices.
+        Callers that never call this pass the run's own indices. ``name`` (``fit``, ``test`` …)
+        is recorded as one of the run's stages (``cnnprov runs`` shows them: a run that only tested
+        is told apart from one that trained).
         """
+        if name:
+            self._add(self.run, CNNPROV.stage, string_literal(name))
         self._state.number_stage(training, epoch, restored)
 
     def epoch_started(self, index: int, when: float | None = None) -> None:

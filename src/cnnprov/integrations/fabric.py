@@ -19,6 +19,7 @@ from lightning.fabric.loggers.logger import Logger, rank_zero_experiment
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.fabric.wrappers import is_wrapped
 
+from cnnprov.capture.data import describe_loader
 from cnnprov.capture.environment import current_environment
 from cnnprov.capture.recorder import FAILED, SUCCESS, RunRecorder
 from cnnprov.rdf.vocab import DEFAULT_BASE
@@ -172,14 +173,13 @@ class ProvFabricLogger(Logger):
     @rank_zero_only
     def log_data(self, role: str, loader: Any) -> None:
         """Record the data a loader (Fabric's or a plain DataLoader) serves, in ``role`` (train, validation…)."""
-        dataset = getattr(loader, "dataset", None)
-        cls = type(dataset) if dataset is not None else None
+        data = describe_loader(loader)
         self.experiment.log_dataset(
             role,
-            dataset_class=f"{cls.__module__}.{cls.__qualname__}" if cls else None,
-            sample_count=_length(dataset),
-            batch_size=getattr(loader, "batch_size", None),
-            batch_count=_length(loader),
+            dataset_class=data.dataset_class,
+            sample_count=data.sample_count,
+            batch_size=data.batch_size,
+            batch_count=data.batch_count,
         )
 
     @contextmanager
@@ -223,10 +223,3 @@ def unwrapped(obj: Any) -> Any:
     if isinstance(obj, torch.nn.Module):
         return getattr(obj, "module", obj)
     return getattr(obj, "optimizer", obj)
-
-
-def _length(obj: Any) -> int | None:
-    try:
-        return len(obj)
-    except Exception:  # iterable datasets have no length
-        return None

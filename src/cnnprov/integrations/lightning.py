@@ -228,7 +228,8 @@ class ProvLogger(Logger):
         recorder.log_trainer_settings(trainer_class, trainer_settings(trainer))
         # The recorder numbers Lightning's epochs in the run's count (see the class docstring); with a
         # checkpoint Lightning restores its epoch counter, which is then the run's.
-        recorder.stage_started(fitting, trainer.current_epoch, restored=bool(trainer.ckpt_path))
+        stage = str(trainer.state.fn.value) if trainer.state.fn is not None else None
+        recorder.stage_started(fitting, trainer.current_epoch, restored=bool(trainer.ckpt_path), name=stage)
         callbacks: list[Callback] = trainer.callbacks  # type: ignore[attr-defined]  # set by Lightning's connector
         if not any(isinstance(cb, ProvCallback) and cb.logger is self for cb in callbacks):
             callbacks.append(ProvCallback(self))

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_warn
 
+from cnnprov.capture.data import describe_loader
 from cnnprov.capture.recorder import RunRecorder
 from cnnprov.errors import StoreWriteError
 
@@ -36,8 +37,8 @@ class ProvCallback(Callback):
         recorder = self._recorder()
         if recorder is None:
             return
-        _log_loaders(recorder, "train", [trainer.train_dataloader])
-        _log_loaders(recorder, "validation", _as_list(trainer.val_dataloaders))
+        _log_loaders(recorder, "train", [trainer.train_dataloader], [trainer.num_training_batches])
+        _log_loaders(recorder, "validation", _as_list(trainer.val_dataloaders), trainer.num_val_batches)
         self._watch_steps = any(config.interval == "step" for config in trainer.lr_scheduler_configs)
         self._epoch = None
         self._open_epoch = None
@@ -45,12 +46,17 @@ class ProvCallback(Callback):
     def on_validation_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         recorder = self._recorder()
         if recorder is not None and not trainer.training and trainer.state.fn == "validate":
-            _log_loaders(recorder, "validation", _as_list(trainer.val_dataloaders))
+            _log_loaders(recorder, "validation", _as_list(trainer.val_dataloaders), trainer.num_val_batches)
 
     def on_test_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         recorder = self._recorder()
         if recorder is not None:
-            _log_loaders(recorder, "test", _as_list(trainer.test_dataloaders))
+            _log_loaders(recorder, "test", _as_list(trainer.test_dataloaders), trainer.num_test_batches)
+
+    def on_predict_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        recorder = self._recorder()
+        if recorder is not None:
+            _log_loaders(recorder, "predict", _as_list(trainer.predict_dataloaders), trainer.num_predict_batches)
 
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._enter_epoch(trainer)
@@ -107,25 +113,19 @@ def _check_learning_rates(recorder: RunRecorder, trainer: Trainer, epoch: int) -
             recorder.learning_rate_changed(opt_index, group_index, group["lr"], epoch, trainer.global_step)
 
 
-def _log_loaders(recorder: RunRecorder, role: str, loaders: Iterable[Any]) -> None:
+def _log_loaders(recorder: RunRecorder, role: str, loaders: Iterable[Any], batch_counts: Any = ()) -> None:
+    """Record each loader's data; ``batch_counts`` are the batches the stage takes from each (after limits)."""
     loaders = [loader for loader in loaders if loader is not None]
+    counts = list(batch_counts) if isinstance(batch_counts, (list, tuple)) else [batch_counts]
     for index, loader in enumerate(loaders):
-        dataset = getattr(loader, "dataset", None)
-        cls = type(dataset) if dataset is not None else None
+        data = describe_loader(loader, counts[index] if index < len(counts) else None)
         recorder.log_dataset(
             role if len(loaders) == 1 else f"{role}-{index}",
-            dataset_class=f"{cls.__module__}.{cls.__qualname__}" if cls else None,
-            sample_count=_length(dataset),
-            batch_size=getattr(loader, "batch_size", None),
-            batch_count=_length(loader),
+            dataset_class=data.dataset_class,
+            sample_count=data.sample_count,
+            batch_size=data.batch_size,
+            batch_count=data.batch_count,
         )
-
-
-def _length(obj: Any) -> int | None:
-    try:
-        return len(obj)
-    except Exception:  # iterable datasets have no length
-        return None
 
 
 def _as_list(loaders: Any) -> list:

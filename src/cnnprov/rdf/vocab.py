@@ -90,7 +90,7 @@ CNNPROV = _Namespace(
     dataRole sampleCount batchSize batchCount
     filePath fileSizeBytes sha256 monitoredMetric monitoredScore
     HyperparameterStudy partOfStudy trialNumber trialState objectiveValue optimizationDirection bestRun
-    hyperparameterList epochCount completedEpochCount epochSecondsTotal slowestEpochSeconds
+    hyperparameterList stage epochCount completedEpochCount epochSecondsTotal slowestEpochSeconds
     MetricSummary summaryOf ofMeasure valueCount minValue maxValue lastValue minEpoch maxEpoch lastEpoch
     """,
 )

@@ -1,0 +1,56 @@
+"""Lightning used as its documentation shows, beyond one plain ``fit``: stages on their own,
+predict, split and limited data, recorded as they happened."""
+
+from __future__ import annotations
+
+import torch
+from torch.utils.data import DataLoader, TensorDataset, random_split
+
+from cnnprov import ProvLogger, ProvStore
+from cnnprov.demo import DigitsCNN
+
+from helpers import tiny_data, tiny_trainer
+
+DATA = (
+    "SELECT ?role ?class ?samples ?batches WHERE { GRAPH ?g { ?d <https://w3id.org/cnnprov/ns#dataRole> ?role ; "
+    "<https://w3id.org/cnnprov/ns#pythonClass> ?class . "
+    "OPTIONAL { ?d <https://w3id.org/cnnprov/ns#sampleCount> ?samples } "
+    "OPTIONAL { ?d <https://w3id.org/cnnprov/ns#batchCount> ?batches } } }"
+)
+
+
+class Predicts(DigitsCNN):
+    def predict_step(self, batch, batch_idx):
+        return self(batch[0]).argmax(1)
+
+
+def images(n: int = 40) -> TensorDataset:
+    generator = torch.Generator().manual_seed(0)
+    return TensorDataset(torch.rand(n, 1, 8, 8, generator=generator), torch.randint(0, 10, (n,), generator=generator))
+
+
+def test_a_run_that_only_tested_and_predicted_says_so_and_records_its_data(tmp_path):
+    store_path = tmp_path / "provenance"
+    logger = ProvLogger(store=store_path)
+    trainer = tiny_trainer(tmp_path, logger)
+    model = Predicts()
+    trainer.test(model, datamodule=tiny_data())
+    trainer.predict(model, dataloaders=DataLoader(images(), batch_size=8))
+    (run,) = ProvStore(store_path).runs().to_dicts()
+    assert (run["epochs"], sorted(run["stages"].split(","))) == (0, ["predict", "test"])
+    roles = {row["role"]: row for row in ProvStore(store_path).sparql(DATA).to_dicts()}
+    assert set(roles) == {"test", "predict"}
+    assert (roles["predict"]["samples"], roles["predict"]["batches"]) == (40, 5)
+
+
+def test_split_data_is_recorded_as_the_dataset_it_came_from_with_the_batches_the_limits_let_through(tmp_path):
+    store_path = tmp_path / "provenance"
+    train_part, val_part = random_split(images(64), [48, 16], generator=torch.Generator().manual_seed(1))
+    trainer = tiny_trainer(tmp_path, ProvLogger(store=store_path), max_epochs=1, limit_train_batches=3)
+    trainer.fit(DigitsCNN(), DataLoader(train_part, batch_size=8), DataLoader(val_part, batch_size=8))
+    (run,) = ProvStore(store_path).runs().to_dicts()
+    assert run["stages"] == "fit"
+    roles = {row["role"]: row for row in ProvStore(store_path).sparql(DATA).to_dicts()}
+    assert roles["train"]["class"] == roles["validation"]["class"] == "torch.utils.data.dataset.TensorDataset"
+    assert (roles["train"]["samples"], roles["train"]["batches"]) == (48, 3)  # limit_train_batches=3 of 6
+    assert (roles["validation"]["samples"], roles["validation"]["batches"]) == (16, 2)  # limit_val_batches=2
