@@ -13,6 +13,7 @@ import csv
 import datetime as dt
 import io
 import json
+import math
 import os
 import re
 import sys
@@ -22,6 +23,7 @@ import pyoxigraph as ox
 import pytest
 import rdflib
 
+from cnnprov import RunRecorder
 from cnnprov.demo import run_sweep
 
 from helpers import CLI, TINY_LIMIT, cli, cli_env, ok
@@ -478,3 +480,20 @@ def test_default_store_is_provenance_in_the_working_directory(sweep_store, run_i
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     assert "'provenance'" in fails("runs", cwd=elsewhere, env=cli_env())
+
+
+def test_json_output_keeps_infinite_and_nan_values_as_text_json_can_hold(tmp_path):
+    query_file = tmp_path / "nonfinite.rq"
+    query_file.write_text(
+        'SELECT ?x WHERE { VALUES ?x { "INF"^^<http://www.w3.org/2001/XMLSchema#double> '
+        '"-INF"^^<http://www.w3.org/2001/XMLSchema#double> "NaN"^^<http://www.w3.org/2001/XMLSchema#double> '
+        '"1.5"^^<http://www.w3.org/2001/XMLSchema#double> } }'
+    )
+    store = tmp_path / "provenance"
+    recorder = RunRecorder(store)  # a store to ask
+    recorder.start()
+    recorder.close(wait=True)
+    rows = json.loads(ok("query", query_file, "--format", "json", "--store", store))
+    values = [row["x"] for row in rows]
+    assert sorted(map(str, values)) == ["-Infinity", "1.5", "Infinity", "NaN"]
+    assert [float(v) for v in values if v != "NaN"].count(math.inf) == 1  # float() reads them back

@@ -24,7 +24,9 @@ def render(result: QueryResult, fmt: str = "table") -> str:
 
 
 def to_json(result: QueryResult) -> str:
-    """A list of objects, one per row; datetimes in ISO 8601, non-finite numbers as null."""
+    """A list of objects, one per row; datetimes in ISO 8601; the numbers JSON has no literal for
+    as the strings ``"Infinity"``, ``"-Infinity"`` and ``"NaN"`` (what JavaScript's ``Number()``
+    and Python's ``float()`` read back), not as null, which would say the value is missing."""
     rows = [{k: _json_value(v) for k, v in row.items()} for row in result.to_dicts()]
     return json.dumps(rows, indent=2, ensure_ascii=False) + "\n"
 
@@ -85,5 +87,5 @@ def _json_value(value: Any) -> Any:
     if isinstance(value, dt.datetime):
         return value.isoformat()
     if isinstance(value, float) and not math.isfinite(value):
-        return None
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
     return value
