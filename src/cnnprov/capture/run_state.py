@@ -14,6 +14,7 @@ from typing import Any
 
 from pyoxigraph import NamedNode
 
+from cnnprov.capture.architecture_capture import ArchitectureCapture
 from cnnprov.capture.resume import RecordedRun
 from cnnprov.capture.summaries import EpochStatistics
 
@@ -41,6 +42,7 @@ class RunState:
     hyperparameter_texts: dict[str, str] = field(default_factory=dict)  # path → value text, for the listing literal
     epoch_offset: int = 0  # the caller's epoch + this = the run's
     outside_training: bool = False  # the caller's stage trains no epochs (validate, test)
+    architecture: ArchitectureCapture = field(default_factory=ArchitectureCapture)  # described once per run
 
     def continue_from(self, recorded: RecordedRun, checkpoint: NamedNode | None) -> None:
         """Pick up a stored run's numbering (``checkpoint``: the one this attempt resumes from, if known)."""
