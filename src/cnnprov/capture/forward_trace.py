@@ -19,17 +19,16 @@ from cnnprov.capture.architecture import OperationDescription, layer_modules
 
 #: At most this many operations are recorded: a model that calls more in one step is summarized by a note.
 MAX_OPERATIONS = 2000
-_NOT_OPERATIONS = {
-    "Optional", "assert_int_or_pair", "boolean_dispatch", "handle_torch_function",
-    "has_torch_function", "has_torch_function_unary", "has_torch_function_variadic",
-}
+_NOT_OPERATIONS = set(
+    "Optional assert_int_or_pair boolean_dispatch handle_torch_function"
+    " has_torch_function has_torch_function_unary has_torch_function_variadic".split()
+)
 #: Tensor-level calls that shape a network besides ``torch.nn.functional``'s (residual sums, reshapes, pooling by mean).
-_STRUCTURAL = {
-    "flatten", "reshape", "view", "cat", "concat", "stack", "add", "__add__", "__iadd__", "__radd__",
-    "mul", "__mul__", "__imul__", "__rmul__", "matmul", "__matmul__", "mean", "amax", "transpose",
-    "permute", "chunk", "split", "relu", "sigmoid", "tanh", "softmax", "dropout",
-    "sub", "__sub__", "__rsub__", "div", "__truediv__", "__rtruediv__",
-}
+_STRUCTURAL = set(
+    "flatten reshape view cat concat stack add __add__ __iadd__ __radd__ mul __mul__ __imul__ __rmul__"
+    " matmul __matmul__ mean amax transpose permute chunk split relu sigmoid tanh softmax dropout"
+    " sub __sub__ __rsub__ div __truediv__ __rtruediv__".split()
+)
 
 
 class ForwardTrace:
@@ -118,12 +117,9 @@ class ForwardTrace:
             if len(self.operations) >= MAX_OPERATIONS:
                 self.skipped_operations += 1
                 return
-            self.operations.append(
-                OperationDescription(
-                    len(self.operations), name, self._names.get(id(self._running[-1]), ""),
-                    self._arguments(func, args, kwargs),
-                )
-            )
+            module = self._names.get(id(self._running[-1]), "")
+            arguments = self._arguments(func, args, kwargs)
+            self.operations.append(OperationDescription(len(self.operations), name, module, arguments))
         except Exception as error:  # never fail the step over a record
             self._fail(error)
 
@@ -191,11 +187,8 @@ def _functional_names() -> set[str]:
     if not _FUNCTIONAL:
         import torch.nn.functional as F
 
-        _FUNCTIONAL.update(
-            name for name, value in vars(F).items()
-            if not name.startswith("_") and callable(value) and not isinstance(value, type)
-            and name not in _NOT_OPERATIONS
-        )
+        public = (name for name, value in vars(F).items() if callable(value) and not isinstance(value, type))
+        _FUNCTIONAL.update(name for name in public if not name.startswith("_") and name not in _NOT_OPERATIONS)
     return _FUNCTIONAL
 
 
