@@ -14,6 +14,7 @@ import rdflib
 import torch
 from rdflib.namespace import RDF
 from torch import nn
+from torch.nn import functional as F
 
 from cnnprov import ProvLogger, ProvStore
 from cnnprov.analysis.validate import validate_graph, validate_store
@@ -202,6 +203,21 @@ def test_functional_activations_pooling_and_dropout_are_recorded_in_call_order_w
         ("torch.flatten", "FunctionalNet", "1"),
         ("torch.nn.functional.dropout", "FunctionalNet", "p=0.3, training=True, inplace=False"),
     ]  # once: the first step's forward only, not the second step's or validation's
+
+
+class TwoViewNet(FunctionalNet):
+    """Its training step runs the model on two views of the batch: two forward passes in one step."""
+
+    def training_step(self, batch, batch_idx):
+        images, labels = batch
+        return F.cross_entropy(self(images), labels) + F.cross_entropy(self(images.flip(-1)), labels)
+
+
+def test_a_step_with_two_forward_passes_records_the_operations_of_one(tmp_path, store_path):
+    run_id = train(store_path, tmp_path, TwoViewNet(), "two-views")
+    query = "SELECT ?f WHERE { ?run cnnprov:runId ?id ; prov:used/cnnprov:hasOperation/cnnprov:functionName ?f }"
+    rows = ProvStore(store_path).sparql(PREFIXES + query, id=run_id).column("f")
+    assert len(rows) == 6 and rows.count("torch.nn.functional.max_pool2d") == 2
 
 
 def test_calls_inside_a_built_in_layer_are_the_layer_and_calls_between_layers_are_operations(zoo):

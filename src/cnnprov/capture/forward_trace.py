@@ -48,6 +48,8 @@ class ForwardTrace:
         self._running: list[Any] = []  # the modules whose forward is running, innermost last
         self._handles: list[Any] = []
         self._mode: Any = None
+        self._mode_active = False
+        self._outermost: set[int] = set()  # the modules a forward pass started from
         self._signatures: dict[Any, list[str] | None] = {}
 
     def start(self) -> None:
@@ -81,16 +83,19 @@ class ForwardTrace:
         for handle in self._handles:
             handle.remove()
         self._handles = []
-        if self._running and self._mode is not None:
-            self._running = []
-            self._exit_mode()
+        self._running = []
+        self._exit_mode()
 
     # -- hooks ---------------------------------------------------------------
     def _entered(self, module: Any, args: Any) -> None:
         try:
             self.first_calls.setdefault(id(module), len(self.first_calls))
-            if not self._running:
+            # One forward pass: a module called again from outside (a second view, a GAN's second
+            # pass, a recomputation) adds no operations; the order of first calls goes on.
+            if not self._running and id(module) not in self._outermost:
+                self._outermost.add(id(module))
                 self._mode.__enter__()
+                self._mode_active = True
             self._running.append(module)
         except Exception as error:
             self._fail(error)
@@ -105,7 +110,9 @@ class ForwardTrace:
             self._fail(error)
 
     def _exit_mode(self) -> None:
-        self._mode.__exit__(None, None, None)
+        if self._mode_active:
+            self._mode_active = False
+            self._mode.__exit__(None, None, None)
 
     def _called(self, func: Any, args: Any, kwargs: dict[str, Any]) -> None:
         try:
