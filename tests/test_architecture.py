@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import rdflib
 import torch
+import torchmetrics
 from rdflib.namespace import RDF
 from torch import nn
 from torch.nn import functional as F
@@ -218,6 +219,26 @@ def test_a_step_with_two_forward_passes_records_the_operations_of_one(tmp_path, 
     query = "SELECT ?f WHERE { ?run cnnprov:runId ?id ; prov:used/cnnprov:hasOperation/cnnprov:functionName ?f }"
     rows = ProvStore(store_path).sparql(PREFIXES + query, id=run_id).column("f")
     assert len(rows) == 6 and rows.count("torch.nn.functional.max_pool2d") == 2
+
+
+class MeasuredNet(FunctionalNet):
+    """Its training step updates a torchmetrics metric, a module of the LightningModule."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.train_acc = torchmetrics.classification.MulticlassAccuracy(num_classes=10)
+
+    def training_step(self, batch, batch_idx):
+        images, labels = batch
+        logits = self(images)
+        self.log("train_acc", self.train_acc(logits, labels))
+        return F.cross_entropy(logits, labels)
+
+
+def test_what_a_metric_module_computes_is_no_operation_of_the_network(tmp_path, store_path):
+    run_id = train(store_path, tmp_path, MeasuredNet(), "measured")
+    query = "SELECT ?m WHERE { ?run cnnprov:runId ?id ; prov:used/cnnprov:hasOperation/cnnprov:moduleName ?m }"
+    assert ProvStore(store_path).sparql(PREFIXES + query, id=run_id).column("m") == ["MeasuredNet"] * 6
 
 
 def test_calls_inside_a_built_in_layer_are_the_layer_and_calls_between_layers_are_operations(zoo):

@@ -44,7 +44,7 @@ class ForwardTrace:
         self.skipped_operations = 0  # over MAX_OPERATIONS
         self.failure: str | None = None
         self._names: dict[int, str] = {}
-        self._own_computation: set[int] = set()  # built-in layers: what their forward calls is the layer itself
+        self._own_computation: set[int] = set()  # built-in layers (their calls are the layer itself), metrics
         self._running: list[Any] = []  # the modules whose forward is running, innermost last
         self._handles: list[Any] = []
         self._mode: Any = None
@@ -72,6 +72,8 @@ class ForwardTrace:
                     self._own_computation.add(id(module))
             for name, module in self.model.named_modules():
                 self._names.setdefault(id(module), name or root)
+                if type(module).__module__.startswith("torchmetrics."):  # a module, but no part of the network
+                    self._own_computation.add(id(module))
                 self._handles.append(module.register_forward_pre_hook(self._entered))
                 self._handles.append(module.register_forward_hook(self._left, always_call=True))
         except Exception as error:  # a scripted model takes no hooks; an old torch has no TorchFunctionMode
@@ -112,7 +114,10 @@ class ForwardTrace:
     def _exit_mode(self) -> None:
         if self._mode_active:
             self._mode_active = False
-            self._mode.__exit__(None, None, None)
+            try:
+                self._mode.__exit__(None, None, None)
+            except Exception as error:  # another mode was left on top of ours
+                self._fail(error)
 
     def _called(self, func: Any, args: Any, kwargs: dict[str, Any]) -> None:
         try:
