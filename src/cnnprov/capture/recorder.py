@@ -259,8 +259,9 @@ class RunRecorder(RunEvents):
         """
         if self._writer is None:
             return
-        ended = time.time()
         state = self._state
+        self._record_architecture(state.architecture.pending())  # no step was traced: the model as it is now
+        ended = time.time()
         current = state.current_epoch
         if current is not None and current in state.epochs and current not in state.ended_epochs:
             self._end_epoch(current, ended)  # the stage stopped inside this epoch (an index of the run's)

@@ -15,7 +15,6 @@ from typing import Any
 
 from pyoxigraph import NamedNode, Quad
 
-from cnnprov.capture.architecture import LayerDescription
 from cnnprov.capture.environment import RunEnvironment
 from cnnprov.capture.hyperparameters import scalar
 from cnnprov.capture.nodes import (  # noqa: F401 - re-exported: records and their IRIs go together
@@ -182,37 +181,6 @@ def hyperparameter_setting(
     triples.append((parameter, RDF.type, PROV.Entity))
     triples += hyperparameter(parameter, name)
     triples += [(run, PROV.used, node), (run, MLS.hasInput, node)]
-    return triples
-
-
-def architecture(
-    run: NamedNode, python_class: str, parameters: int, trainable: int, layers: Iterable[LayerDescription]
-) -> list[Triple]:
-    """A model's architecture: its leaf layers, in order, with their own settings."""
-    node = child(run, "architecture")
-    triples: list[Triple] = [(node, RDF.type, cls) for cls in (PROV.Entity, PROV.Collection, CNNPROV.Architecture)]
-    triples += [
-        (node, CNNPROV.pythonClass, string_literal(python_class)),
-        (node, CNNPROV.parameterCount, integer_literal(parameters)),
-        (node, CNNPROV.trainableParameterCount, integer_literal(trainable)),
-        (run, PROV.used, node),
-    ]
-    for layer in layers:
-        layer_node = child(run, "layer", str(layer.index))
-        triples += [(layer_node, RDF.type, cls) for cls in (PROV.Entity, CNNPROV.Layer, getattr(CNNPROV, layer.kind))]
-        triples += [
-            (node, PROV.hadMember, layer_node),
-            (layer_node, CNNPROV.layerIndex, integer_literal(layer.index)),
-            (layer_node, CNNPROV.layerName, string_literal(layer.name)),
-            (layer_node, CNNPROV.pythonClass, string_literal(layer.python_class)),
-            (layer_node, CNNPROV.parameterCount, integer_literal(layer.parameter_count)),
-            (layer_node, CNNPROV.trainableParameterCount, integer_literal(layer.trainable_parameter_count)),
-        ]
-        triples += [
-            (layer_node, getattr(CNNPROV, prop), literal(value))
-            for prop, value in layer.settings.items()
-            if value is not None  # an absence: datatype properties take literals only
-        ]
     return triples
 
 

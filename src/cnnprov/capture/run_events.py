@@ -18,8 +18,8 @@ from typing import Any
 
 from pyoxigraph import NamedNode, Quad
 
-from cnnprov.capture import records
-from cnnprov.capture.architecture import count_parameters, describe_model
+from cnnprov.capture import architecture_records, records
+from cnnprov.capture.architecture import ModelDescription
 from cnnprov.capture.conversion import FileDigest, MetricRow, SummariesDue
 from cnnprov.capture.hyperparameters import flatten_hyperparameters, scalar
 from cnnprov.capture.run_state import RunState
@@ -85,10 +85,29 @@ class RunEvents:
         self._state.trainer_recorded = True
         self._add_all(trainer_configuration(self.run, self.base, python_class, settings))
 
-    def log_architecture(self, model: Any) -> None:
-        """Record a torch model's leaf layers, in order, with their own hyperparameters."""
-        total, trainable = count_parameters(model)
-        self._add_all(records.architecture(self.run, _class_path(model), total, trainable, describe_model(model)))
+    def log_architecture(self, model: Any, after_first_step: bool = False) -> None:
+        """Record a torch model's layers, in order, with their own settings (once per run).
+
+        With ``after_first_step``, or while a lazy module's parameters are not materialized,
+        the record waits for the model's first training step, which the caller brackets with
+        :meth:`architecture_step_started` and :meth:`architecture_step_ended`: the layers are
+        then in the order they ran, with the functional operations their forwards called. If
+        no step completes, the model is recorded as it is when the run (or stage) finishes,
+        with a note saying what is not known.
+        """
+        self._record_architecture(self._state.architecture.request(model, after_first_step))
+
+    def architecture_step_started(self, model: Any) -> None:
+        """A training step of ``model`` starts: trace it if the architecture is not recorded yet (cheap after)."""
+        self._state.architecture.step_started(model)
+
+    def architecture_step_ended(self) -> None:
+        """The step :meth:`architecture_step_started` announced ended: record the architecture it showed."""
+        self._record_architecture(self._state.architecture.step_ended())
+
+    def _record_architecture(self, model: ModelDescription | None) -> None:
+        if model is not None:
+            self._add_all(architecture_records.architecture(self.run, model))
 
     def log_optimizer(self, index: int, optimizer: Any) -> NamedNode:
         """Record an optimizer's class and every param-group setting (``params`` aside)."""

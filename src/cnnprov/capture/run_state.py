@@ -14,6 +14,7 @@ from typing import Any
 
 from pyoxigraph import NamedNode
 
+from cnnprov.capture.architecture_capture import ArchitectureCapture
 from cnnprov.capture.resume import RecordedRun
 from cnnprov.capture.summaries import EpochStatistics
 
@@ -42,6 +43,7 @@ class RunState:
     epoch_offset: int = 0  # the caller's epoch + this = the run's
     outside_training: bool = False  # the caller's stage trains no epochs (validate, test)
     trainer_recorded: bool = False  # the run's training-loop settings (its first attempt's) are recorded
+    architecture: ArchitectureCapture = field(default_factory=ArchitectureCapture)  # described once per run
 
     def continue_from(self, recorded: RecordedRun, checkpoint: NamedNode | None) -> None:
         """Pick up a stored run's numbering (``checkpoint``: the one this attempt resumes from, if known)."""

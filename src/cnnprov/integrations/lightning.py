@@ -220,7 +220,7 @@ class ProvLogger(Logger):
         recorder = self._started(resume_from=resume_from)
         cls = type(model)
         recorder.log_plan(f"{cls.__module__}.{cls.__qualname__}")
-        recorder.log_architecture(model)
+        recorder.log_architecture(model, after_first_step=fitting)  # traced in the first step (ProvCallback)
         if trainer is None:
             return
         self._trainer_ref = weakref.ref(trainer)

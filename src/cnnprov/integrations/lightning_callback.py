@@ -28,6 +28,8 @@ class ProvCallback(Callback):
         # ends: Lightning logs epoch-level metrics and ModelCheckpoint saves after
         # on_train_epoch_end, and what an epoch generates must fall within it (PROV-CONSTRAINTS).
         self._open_epoch: int | None = None
+        self._trace_step = False  # the next training step is the fit's first: the architecture is read from it
+        self._tracing = False
 
     def _recorder(self) -> RunRecorder | None:
         recorder = self.logger._recorder
@@ -42,6 +44,7 @@ class ProvCallback(Callback):
         self._watch_steps = any(config.interval == "step" for config in trainer.lr_scheduler_configs)
         self._epoch = None
         self._open_epoch = None
+        self._trace_step = True
 
     def on_validation_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         recorder = self._recorder()
@@ -82,6 +85,21 @@ class ProvCallback(Callback):
             recorder = self._recorder()
             if recorder is not None:
                 _check_learning_rates(recorder, trainer, trainer.current_epoch)
+        if self._trace_step:
+            self._trace_step = False
+            recorder = self._recorder()
+            if recorder is not None:
+                recorder.architecture_step_started(pl_module)
+                self._tracing = True
+
+    def on_train_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        if self._tracing:  # the first step of the fit: its trace is the architecture's record
+            self._tracing = False
+            recorder = self._recorder()
+            if recorder is not None:
+                recorder.architecture_step_ended()
 
     def _end_open_epoch(self, recorder: RunRecorder) -> None:
         """End the epoch in progress: after everything Lightning logged and saved for it."""

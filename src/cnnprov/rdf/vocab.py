@@ -87,6 +87,11 @@ CNNPROV = _Namespace(
     layerIndex layerName inChannels outChannels kernelSize stride padding dilation groups
     dropoutRate activationFunction inFeatures outFeatures hasBias numFeatures epsilon
     normMomentum affine outputSize parameterCount trainableParameterCount
+    AttentionLayer ContainerParameterLayer FunctionalOperation
+    paddingMode ceilMode startDim endDim numEmbeddings embeddingDim paddingIndex maxNorm
+    inputSize hiddenSize numLayers projectionSize bidirectional batchFirst embedDim numHeads keyDim valueDim
+    negativeSlope alpha approximation dimension numParameters parameterShapes uninitializedParameterCount
+    layerOrder architectureNote hasOperation operationIndex functionName operationArguments moduleName
     dataRole sampleCount batchSize batchCount
     filePath fileSizeBytes sha256 monitoredMetric monitoredScore
     HyperparameterStudy partOfStudy trialNumber trialState objectiveValue optimizationDirection bestRun
