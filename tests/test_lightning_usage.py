@@ -54,3 +54,36 @@ def test_split_data_is_recorded_as_the_dataset_it_came_from_with_the_batches_the
     assert roles["train"]["class"] == roles["validation"]["class"] == "torch.utils.data.dataset.TensorDataset"
     assert (roles["train"]["samples"], roles["train"]["batches"]) == (48, 3)  # limit_train_batches=3 of 6
     assert (roles["validation"]["samples"], roles["validation"]["batches"]) == (16, 2)  # limit_val_batches=2
+
+
+CHECKPOINTS = (
+    "SELECT ?path ?epoch ?by WHERE { GRAPH ?g { ?c a <https://w3id.org/cnnprov/ns#Checkpoint> ; "
+    "<https://w3id.org/cnnprov/ns#filePath> ?path ; <http://www.w3.org/ns/prov#wasGeneratedBy> ?by . "
+    "OPTIONAL { ?c <https://w3id.org/cnnprov/ns#atEpoch> ?epoch } } }"
+)
+
+
+def test_checkpoints_saved_by_hand_during_and_after_fit_are_recorded_in_epochs_that_ran(tmp_path):
+    store_path = tmp_path / "provenance"
+
+    class SavesByHand(DigitsCNN):
+        def on_train_epoch_end(self) -> None:
+            if self.current_epoch == 0:
+                self.trainer.save_checkpoint(tmp_path / "by-hand-epoch-0.ckpt")
+
+    logger = ProvLogger(store=store_path)
+    trainer = tiny_trainer(tmp_path, logger, max_epochs=2, enable_checkpointing=False)
+    trainer.fit(SavesByHand(), datamodule=tiny_data())
+    trainer.save_checkpoint(tmp_path / "final.ckpt")  # after fit: the run's stages are over
+    rows = {row["path"].rsplit("/", 1)[-1]: row for row in ProvStore(store_path).sparql(CHECKPOINTS).to_dicts()}
+    assert set(rows) == {"by-hand-epoch-0.ckpt", "final.ckpt"}
+    assert rows["by-hand-epoch-0.ckpt"]["epoch"] == 0 and rows["by-hand-epoch-0.ckpt"]["by"].endswith("/epoch/0")
+    assert rows["final.ckpt"]["epoch"] == 1  # Lightning's counter says 2, an epoch that never ran
+    assert rows["final.ckpt"]["by"].endswith(f"/run/{logger.run_id}")
+    (run,) = ProvStore(store_path).runs().to_dicts()
+    assert run["status"] == "success"
+    resumed = ProvLogger(store=store_path)  # the file it saved after fit leads back to the run
+    tiny_trainer(tmp_path, resumed, max_epochs=3).fit(
+        DigitsCNN(), datamodule=tiny_data(), ckpt_path=tmp_path / "final.ckpt"
+    )
+    assert resumed.run_id == logger.run_id

@@ -290,6 +290,10 @@ class RunEvents:
         node = records.checkpoint_node(self.run, state.checkpoints)
         size = file.stat().st_size if file.is_file() else None
         generator = records.epoch_node(self.run, epoch) if epoch in state.epochs else self.run
+        if epoch is not None and epoch not in state.epochs:
+            # saved after training (Lightning's counter then names an epoch that never ran): the
+            # state is the last epoch's, which it is dated to; the run, not that epoch, made it
+            epoch = max((index for index in state.epochs if index <= epoch), default=None)
         self._add_all(
             records.checkpoint(
                 node, str(file.resolve()), time.time(), generator, size, monitor, score, epoch, step,

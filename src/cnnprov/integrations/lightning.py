@@ -16,6 +16,7 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from cnnprov.capture.environment import current_environment, prefetch_environment
 from cnnprov.capture.recorder import FAILED, RunRecorder
+from cnnprov.integrations import lightning_checkpoints as checkpoint_files
 from cnnprov.integrations.lightning_callback import ProvCallback, epoch_is_ending
 from cnnprov.integrations.lightning_settings import trainer_settings
 from cnnprov.rdf.vocab import DEFAULT_BASE
@@ -117,6 +118,8 @@ class ProvLogger(Logger):
         self._trainer_ref: weakref.ReferenceType | None = None
         self._error: BaseException | None = None
         self._seen_checkpoints: dict[str, tuple[int, int]] = {}
+        self._callback: ProvCallback | None = None
+        self._checkpoint_io: checkpoint_files.RecordingCheckpointIO | None = None
         self._pending_hyperparameters: list[Any] = []
         # git and package versions are read while the Trainer sets up, not when the run starts
         self._environment = prefetch_environment(frameworks=("lightning",))
@@ -231,8 +234,12 @@ class ProvLogger(Logger):
         stage = str(trainer.state.fn.value) if trainer.state.fn is not None else None
         recorder.stage_started(fitting, trainer.current_epoch, restored=bool(trainer.ckpt_path), name=stage)
         callbacks: list[Callback] = trainer.callbacks  # type: ignore[attr-defined]  # set by Lightning's connector
-        if not any(isinstance(cb, ProvCallback) and cb.logger is self for cb in callbacks):
-            callbacks.append(ProvCallback(self))
+        mine = [cb for cb in callbacks if isinstance(cb, ProvCallback) and cb.logger is self]
+        self._callback = mine[0] if mine else ProvCallback(self)
+        if not mine:
+            callbacks.append(self._callback)
+        # sees trainer.save_checkpoint(path) too, during a stage and after it
+        self._checkpoint_io = checkpoint_files.install(trainer.strategy, self._file_saved)
         for callback in trainer.checkpoint_callbacks:  # files that exist already are not this stage's
             if isinstance(callback, ModelCheckpoint):
                 self._new_checkpoint_files(callback)
@@ -271,8 +278,7 @@ class ProvLogger(Logger):
     @rank_zero_only
     def after_save_checkpoint(self, checkpoint_callback: ModelCheckpoint) -> None:
         trainer = self._trainer_ref() if self._trainer_ref else None
-        epoch = trainer.current_epoch if trainer is not None else None
-        step = trainer.global_step if trainer is not None else None
+        epoch, step = self._checkpoint_time(trainer)
         recorder = self._started()
         for path in self._new_checkpoint_files(checkpoint_callback):
             score = checkpoint_callback.best_k_models.get(path, checkpoint_callback.current_score)
@@ -286,24 +292,63 @@ class ProvLogger(Logger):
         # A checkpoint on disk must be findable in the store (by its SHA-256) if the process dies
         # next: a resumed fit finds its run through it. One written as the epoch ends is durable
         # before the next epoch starts, which waits for it; one written mid-epoch is waited for here.
+        self.record_saved_checkpoints()  # any saved by hand before, and this one seen
         recorder.flush(wait=trainer is None or not epoch_is_ending(trainer))
+
+    def record_saved_checkpoints(self) -> None:
+        """Record the files saved through the Trainer that ``ModelCheckpoint`` did not tell of
+        (``trainer.save_checkpoint(path)`` by hand): the callback asks at each batch and epoch."""
+        io = self._checkpoint_io
+        if io is None or not io.saved:
+            return
+        trainer = self._trainer_ref() if self._trainer_ref else None
+        epoch, step = self._checkpoint_time(trainer)
+        recorder = self._started()
+        for path in io.taken():
+            if self._is_new_file(path):
+                recorder.log_checkpoint(path, epoch=epoch, step=step)
+        recorder.flush(wait=False)
+
+    def _file_saved(self) -> None:
+        """The Trainer saved a checkpoint file. During a stage the callback records it (after
+        ModelCheckpoint, if it was its, told its score); once the run's stages are over
+        (``trainer.save_checkpoint("final.ckpt")`` after ``fit``) it is added to the run now."""
+        recorder = self._recorder
+        if recorder is None or recorder.started or recorder.started_at is None or self._borrowed:
+            return
+        recorder.start()
+        try:
+            self.record_saved_checkpoints()
+        finally:
+            recorder.close(wait=True)
+
+    def _checkpoint_time(self, trainer: Trainer | None) -> tuple[int | None, int | None]:
+        """The epoch a checkpoint saved now belongs to, and the step: the epoch still open (once
+        the last epoch is over, Lightning's counter already names the next, which never runs)."""
+        if trainer is None:
+            return None, None
+        callback = self._callback
+        epoch = callback.open_epoch if callback is not None and callback.open_epoch is not None else None
+        return (trainer.current_epoch if epoch is None else epoch), trainer.global_step
+
+    def _is_new_file(self, path: str) -> bool:
+        """Whether ``path`` was written or rewritten since we last looked (and remember it)."""
+        try:
+            stat = os.stat(path)
+        except OSError:
+            return False
+        signature = (stat.st_mtime_ns, stat.st_size)
+        real = os.path.realpath(path)
+        if self._seen_checkpoints.get(real) == signature:
+            return False
+        self._seen_checkpoints[real] = signature
+        return True
 
     def _new_checkpoint_files(self, callback: ModelCheckpoint) -> list[str]:
         """Files the callback has written or rewritten since we last looked (public attributes only)."""
         # monitored checkpoints are in best_k_models; unmonitored ones (the default) in best_model_path
         candidates = [*list(callback.best_k_models), callback.best_model_path, callback.last_model_path]
-        fresh = []
-        for path in dict.fromkeys(p for p in candidates if p):
-            try:
-                stat = os.stat(path)
-            except OSError:
-                continue
-            signature = (stat.st_mtime_ns, stat.st_size)
-            real = os.path.realpath(path)
-            if self._seen_checkpoints.get(real) != signature:
-                self._seen_checkpoints[real] = signature
-                fresh.append(path)
-        return fresh
+        return [path for path in dict.fromkeys(p for p in candidates if p) if self._is_new_file(path)]
 
     @rank_zero_only
     def finalize(self, status: str) -> None:
@@ -315,6 +360,7 @@ class ProvLogger(Logger):
             return  # a copy's finalize leaves the run to the logger that records it
         error, self._error = self._error, None
         try:
+            self.record_saved_checkpoints()
             recorder.finish(FAILED if error is not None else status, error=error)
         finally:
             # Let go of the store now, not in the background: nothing of cnnprov outlives the stage.
@@ -326,6 +372,8 @@ class ProvLogger(Logger):
         state["_recorder"] = None
         state["_borrowed"] = False
         state["_trainer_ref"] = None
+        state["_callback"] = None
+        state["_checkpoint_io"] = None
         state["_environment"] = None  # read again in the process that records
         return state
 

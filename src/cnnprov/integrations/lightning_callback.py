@@ -31,6 +31,11 @@ class ProvCallback(Callback):
         self._trace_step = False  # the next training step is the fit's first: the architecture is read from it
         self._tracing = False
 
+    @property
+    def open_epoch(self) -> int | None:
+        """The epoch started and not yet ended (Lightning's index)."""
+        return self._open_epoch
+
     def _recorder(self) -> RunRecorder | None:
         recorder = self.logger._recorder
         return recorder if recorder is not None and recorder.started else None
@@ -69,6 +74,7 @@ class ProvCallback(Callback):
         recorder = self._recorder()
         if recorder is None:
             return
+        self.logger.record_saved_checkpoints()  # saved by hand in the epoch that ends now
         self._end_open_epoch(recorder)
         _check_learning_rates(recorder, trainer, trainer.current_epoch)
         self._open_epoch = trainer.current_epoch
@@ -81,6 +87,9 @@ class ProvCallback(Callback):
         if self._epoch != trainer.current_epoch:
             # resumed from a mid-epoch checkpoint: Lightning goes on without on_train_epoch_start
             self._enter_epoch(trainer)
+        io = self.logger._checkpoint_io
+        if io is not None and io.saved:  # trainer.save_checkpoint(path) in the last step
+            self.logger.record_saved_checkpoints()
         if self._watch_steps:
             recorder = self._recorder()
             if recorder is not None:
@@ -110,6 +119,7 @@ class ProvCallback(Callback):
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         recorder = self._recorder()
         if recorder is not None:
+            self.logger.record_saved_checkpoints()
             self._end_open_epoch(recorder)  # the last epoch's metrics and checkpoints are in by now
             recorder.stage_ended()
 
