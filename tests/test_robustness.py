@@ -319,6 +319,53 @@ def test_a_checkpoint_no_stored_run_wrote_starts_a_new_run_that_used_it(killed, 
     assert [e["index"] for e in epochs_of(path)] == [2]  # numbered as the checkpoint's epochs
 
 
+KILLED_BEFORE_RECORDING = """
+    import os, signal
+    from helpers import tiny_data, tiny_trainer
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from cnnprov import ProvLogger
+    from cnnprov.demo import DigitsCNN
+
+    class DiesBeforeRecording(ProvLogger):
+        def after_save_checkpoint(self, checkpoint_callback):
+            if self.experiment.last_epoch == 1:  # epoch 1's file is on disk, its record is not
+                print("RUN", self.run_id, flush=True)
+                os.kill(os.getpid(), signal.SIGKILL)
+            super().after_save_checkpoint(checkpoint_callback)
+
+    root = {root!r}
+    saves = ModelCheckpoint(dirpath=root + "/epochs", filename="{{epoch}}", save_top_k=-1)
+    logger = DiesBeforeRecording(store=root + "/provenance")
+    tiny_trainer(root, logger, max_epochs=4, callbacks=[saves]).fit(DigitsCNN(), datamodule=tiny_data())
+"""
+
+
+def test_a_checkpoint_whose_record_a_kill_prevented_still_leads_back_to_its_run(tmp_path):
+    log = tmp_path / "training.log"
+    with open(log, "w") as stderr:
+        script = KILLED_BEFORE_RECORDING.format(root=str(tmp_path))
+        process = run_script(script, stdout=subprocess.PIPE, stderr=stderr, text=True)
+        line = wait_for_line(process, "RUN", log)
+        assert process.wait(timeout=60) == -signal.SIGKILL
+    run_id = line.split()[1]
+    checkpoint = tmp_path / "epochs" / "epoch=1.ckpt"
+    store_path = tmp_path / "provenance"
+    assert not ask(store_path, "SELECT ?c WHERE { ?c cnnprov:sha256 ?sha }", sha=file_sha256(checkpoint))
+    logger = ProvLogger(store=store_path)
+    trainer = tiny_trainer(tmp_path, logger, max_epochs=3)
+    trainer.fit(DigitsCNN(), datamodule=tiny_data(), ckpt_path=str(checkpoint))
+    assert logger.run_id == run_id  # the checkpoint named its run: continued, not forked
+    (run,) = ProvStore(store_path).runs().to_dicts()
+    assert (run["run_id"], run["status"], run["epochs"]) == (run_id, "success", 3)
+    (used,) = ask(
+        store_path,
+        """SELECT ?index ?by WHERE { ?a a cnnprov:Attempt ; cnnprov:attemptIndex ?index ; prov:used ?c .
+             ?c cnnprov:sha256 ?sha ; prov:wasGeneratedBy ?by }""",
+        sha=file_sha256(checkpoint),
+    )
+    assert used["index"] == 2 and used["by"].endswith(f"/run/{run_id}")
+
+
 # ---------------------------------------------------------------------------
 # 2. failures: an exception, and Ctrl+C (KeyboardInterrupt)
 # ---------------------------------------------------------------------------

@@ -119,6 +119,12 @@ class RunRecorder(RunEvents):
     def started(self) -> bool:
         return self._writer is not None
 
+    @property
+    def attempt(self) -> str | None:
+        """The IRI of the attempt at the run this recorder records (``None`` before :meth:`start`)."""
+        node = self._state.attempt
+        return node.value if node is not None else None
+
     def start(
         self,
         environment: RunEnvironment | None = None,
@@ -126,6 +132,7 @@ class RunRecorder(RunEvents):
         resume_from: str | os.PathLike | None = None,
         *,
         new_run: bool = False,
+        written_by: str | None = None,
     ) -> None:
         """Open the store and record the run, its agents and this attempt at it.
 
@@ -134,8 +141,9 @@ class RunRecorder(RunEvents):
 
         A run the store already holds is continued rather than started again:
         the one with this recorder's ``run_id``, or the one that wrote the
-        checkpoint file ``resume_from`` (matched by SHA-256; the recorder then
-        takes that run's id). The continuation is a new ``cnnprov:Attempt``
+        checkpoint file ``resume_from`` (matched by SHA-256, or by ``written_by``, the run id
+        the checkpoint names itself, when the process died before its hash was recorded; the
+        recorder then takes that run's id). The continuation is a new ``cnnprov:Attempt``
         that ``prov:wasInformedBy`` the previous attempt and ``prov:used`` the
         checkpoint; epochs, values and checkpoints are numbered after those
         already stored. A ``resume_from`` no stored run wrote is recorded as a
@@ -160,7 +168,7 @@ class RunRecorder(RunEvents):
                 session = self._open_session()
                 if self.started_at is None and (resume_from is not None or not new_run):
                     # read first: this run may be stored already
-                    recorded, checkpoint = self._recorded_run(session, resume_from)
+                    recorded, checkpoint = self._recorded_run(session, resume_from, written_by)
                 target = self._target = session.target(self.run_id)
             self._writer = QuadWriter(target, convert=self._converter, max_buffered=self._max_buffered)
             # A new writer: what the last one believed it wrote may not have reached the store (its
@@ -173,6 +181,13 @@ class RunRecorder(RunEvents):
         env = environment or current_environment()
         if recorded is not None:
             self._continue(recorded, env, checkpoint)
+            if checkpoint is None and resume_from is not None and recorded.run_id == written_by:
+                # the run wrote it, but was killed before recording it: recorded now, used by this attempt
+                attempt = self._state.attempt
+                node = self.log_checkpoint(resume_from)
+                if attempt is not None:
+                    self._add(attempt, PROV.used, node)
+                self.flush()
             return
         self._add_all(records.run_records(self.run, self.bundle, self.name, self.run_id, self.started_at, RUNNING, env))
         self._add_all(records.agents(self.run, self.bundle, self.base, env))
@@ -194,7 +209,7 @@ class RunRecorder(RunEvents):
         return target
 
     def _recorded_run(
-        self, session: Session, resume_from: str | os.PathLike[str] | None
+        self, session: Session, resume_from: str | os.PathLike[str] | None, written_by: str | None = None
     ) -> tuple[RecordedRun | None, Any]:
         """The stored run this recorder continues (and the checkpoint it resumes from), if any."""
         store = session.reader
@@ -210,6 +225,14 @@ class RunRecorder(RunEvents):
                     self.run, self.bundle, self.run_id = run, bundle, recorded.run_id
                     self.name = recorded.name or self.name
                     return recorded, checkpoint
+            if written_by is not None and written_by != self.run_id:
+                segment = iri_segment(written_by)
+                run, bundle = iri(self.base, "run", segment), iri(self.base, "bundle", segment)
+                recorded = read_run(store, run, bundle)
+                if recorded is not None:
+                    self.run, self.bundle, self.run_id = run, bundle, recorded.run_id
+                    self.name = recorded.name or self.name
+                    return recorded, None
         return read_run(store, self.run, self.bundle), None
 
     def _continue(self, recorded: RecordedRun, env: RunEnvironment, checkpoint: NamedNode | None) -> None:

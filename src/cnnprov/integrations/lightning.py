@@ -17,7 +17,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from cnnprov.capture.environment import current_environment, prefetch_environment
 from cnnprov.capture.recorder import FAILED, RunRecorder
 from cnnprov.integrations import lightning_checkpoints as checkpoint_files
-from cnnprov.integrations.lightning_callback import ProvCallback, epoch_is_ending
+from cnnprov.integrations.lightning_callback import CHECKPOINT_KEY, ProvCallback, epoch_is_ending
 from cnnprov.integrations.lightning_settings import trainer_settings
 from cnnprov.rdf.vocab import DEFAULT_BASE
 from cnnprov.storage.location import StoreLocation
@@ -180,11 +180,12 @@ class ProvLogger(Logger):
         """The recorder, its store open and the run (or its continuation) recorded."""
         recorder = self.experiment
         if not recorder.started:
+            written_by = checkpoint_files.run_named_by(resume_from, CHECKPOINT_KEY) if resume_from else None
             environment = current_environment(self._environment, frameworks=("lightning",))
             # A run id of our own that no recorder of this process has started (not one a resumed checkpoint
             # names, nor a copy's whose run is stored already) is new: the store can open in the background.
             new_run = resume_from is None and self._run_id not in _STARTED_RUNS
-            recorder.start(environment, resume_from=resume_from, new_run=new_run)
+            recorder.start(environment, resume_from=resume_from, new_run=new_run, written_by=written_by)
             _STARTED_RUNS.add(recorder.run_id)
             _LIVE_RECORDERS[recorder.run_id] = recorder
             self._run_id = recorder.run_id

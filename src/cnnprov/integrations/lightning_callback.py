@@ -13,6 +13,9 @@ from cnnprov.capture.data import describe_loader
 from cnnprov.capture.recorder import RunRecorder
 from cnnprov.errors import StoreWriteError
 
+#: The key of the entry ProvCallback adds to every checkpoint Lightning writes.
+CHECKPOINT_KEY = "cnnprov"
+
 if TYPE_CHECKING:
     from cnnprov.integrations.lightning import ProvLogger
 
@@ -122,6 +125,13 @@ class ProvCallback(Callback):
             self.logger.record_saved_checkpoints()
             self._end_open_epoch(recorder)  # the last epoch's metrics and checkpoints are in by now
             recorder.stage_ended()
+
+    def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
+        """Name the run and attempt in the checkpoint itself: a resume finds its run even when the
+        process was killed after the file was written and before its hash was recorded."""
+        recorder = self._recorder()
+        if recorder is not None:
+            checkpoint[CHECKPOINT_KEY] = {"run_id": recorder.run_id, "attempt": recorder.attempt, "base": recorder.base}
 
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
         self.logger._error = exception

@@ -40,6 +40,22 @@ class RecordingCheckpointIO(CheckpointIO):
         return saved
 
 
+def run_named_by(path: Any, key: str) -> str | None:
+    """The run id a checkpoint file names (``ProvCallback.on_save_checkpoint`` put it there), if any.
+
+    The file is memory-mapped and its tensors are not read: this costs milliseconds whatever its
+    size. A file torch cannot read this way, or one without the entry, names none."""
+    import torch
+
+    try:
+        checkpoint = torch.load(os.fspath(path), map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # not a torch zip file, or objects weights_only refuses: no name to go by
+        return None
+    entry = checkpoint.get(key) if isinstance(checkpoint, dict) else None
+    run_id = entry.get("run_id") if isinstance(entry, dict) else None
+    return run_id if isinstance(run_id, str) else None
+
+
 def install(strategy: Any, listener: Callable[[], None]) -> RecordingCheckpointIO:
     """Put a :class:`RecordingCheckpointIO` around the strategy's checkpoint IO (once)."""
     current = strategy.checkpoint_io
