@@ -202,15 +202,16 @@ class RunEvents:
         del seen[len(groups) :]
         seen.extend(_rate(group) for group in groups[len(seen) :])
 
-    def _write_learning_rates(self) -> None:
-        """Each group's changes not yet written, as one series of the epoch they took effect in."""
+    def _write_learning_rates(self, written: float | None = None) -> None:
+        """Each group's changes not yet written, as one series of the epoch they took effect in,
+        generated at ``written`` (an epoch's end time: what an epoch generates, it generates within it)."""
         state = self._state
         pending, state.rate_points = state.rate_points, {}
         if not pending or self._writer is None:
             return
         epoch = state.rate_points_epoch
         generator = records.epoch_node(self.run, epoch) if epoch in state.epochs else self.run
-        written = time.time()
+        written = written or time.time()
         for key, points in sorted(pending.items()):
             previous, _ = state.learning_rates[key]
             group = records.group_node(state.optimizers[key[0]], key[1])
@@ -294,7 +295,7 @@ class RunEvents:
         if started is None:
             return
         when = when or time.time()
-        self._write_learning_rates()
+        self._write_learning_rates(when)
         end = records.epoch_end(records.epoch_node(self.run, index), started, when)
         if index in state.reopened_epochs and self._writer is not None:  # it may have ended once already
             for subject, predicate, obj in end:
