@@ -289,3 +289,58 @@ def test_a_constant_rate_writes_no_series_and_a_rate_changing_every_step_one_an_
     )
     assert counts[constant] == 0
     assert counts[onecycle] == 3  # three epochs, one group, a change at every step
+
+
+# -- the series format, and loops without Lightning ------------------------------------------------
+def test_a_series_literal_reads_back_every_point_exactly_nan_and_infinities_included():
+    from cnnprov.capture.series import PointSeries, points_literal
+
+    values = [0.1, 1 / 3, 1e-300, float("inf"), float("-inf"), 0.1 + 0.2]
+    literal = points_literal(PointSeries(list(range(0, 12, 2)), values))
+    assert literal.datatype.value == "https://w3id.org/cnnprov/ns#pointsJSON" and " " not in literal.value
+    assert [(p.step, p.value) for p in unpack_points(literal)] == list(zip(range(0, 12, 2), values, strict=True))
+    (nan,) = unpack_points(points_literal(PointSeries([3], [float("nan")])))
+    assert nan.step == 3 and nan.value != nan.value
+    timed = PointSeries(times=[])
+    timed.add(5, 0.5, 1700000000.25)
+    assert unpack_points(points_literal(timed)) == [(5, 0.5, 1700000000.25)]
+
+
+@pytest.mark.parametrize("text", ['{"0": 0.1}', "[[0.5, 0.1]]", "[[0]]", "not json", '[[0, "fast"]]'])
+def test_a_malformed_series_literal_is_an_error_that_says_so(text):
+    from cnnprov.analysis.series import MalformedSeriesError
+
+    with pytest.raises(MalformedSeriesError, match="not a cnnprov:pointsJSON literal"):
+        unpack_points(text)
+
+
+def test_a_plain_loop_records_the_rates_of_its_steps_through_the_recorder(tmp_path):
+    from cnnprov.capture.recorder import RunRecorder
+
+    model = torch.nn.Linear(2, 1)
+    optimizer = torch.optim.SGD([{"params": [model.weight]}, {"params": [model.bias], "lr": 0.5}], lr=0.1)
+    recorder = RunRecorder(tmp_path / "store")
+    recorder.start()
+    recorder.log_optimizer(0, optimizer)
+    used = []
+    for epoch in range(2):
+        recorder.epoch_started(epoch)
+        for step in range(epoch * 5, epoch * 5 + 5):
+            optimizer.param_groups[0]["lr"] = 0.1 / (1 + step // 3)  # group 1 keeps its rate
+            recorder.learning_rates_used(0, optimizer.param_groups, step)
+            used.append((step, [g["lr"] for g in optimizer.param_groups]))
+        recorder.epoch_ended(epoch)
+    recorder.learning_rate_changed(0, 1, 0.25, step=10)  # a change reported, not observed
+    recorder.finish()
+    recorder.close()
+    table = ProvStore(tmp_path / "store").learning_rates(recorder.run_id)
+    assert [rate_at(table, step, 0, group) for step, rates in used for group in (0, 1)] == [
+        rate for _, rates in used for rate in rates
+    ]
+    assert rate_at(table, 10, 0, 1) == 0.25
+    assert [row[2:] for row in table.rows if row[1] == 0] == [
+        (None, None, 0.1),
+        (0, 3, 0.05),  # steps 0-4 are epoch 0's
+        (1, 6, 0.1 / 3),
+        (1, 9, 0.025),
+    ]
