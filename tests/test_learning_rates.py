@@ -248,6 +248,10 @@ def test_after_the_learning_rate_finder_the_run_and_every_step_have_the_rate_use
     store = ProvStore(tmp_path / "store")
     (row,) = [r for r in store.query("hyperparameters", run=logger.run_id) if r["name"] == "lr"]
     assert row["value"] == suggested  # the run is filed under the rate it trained with
+    (best,) = store.query("best-runs", metric="val_acc")
+    assert f"lr={suggested!r}" in best["hyperparameters"].split(", ")
+    (effect,) = store.query("hyperparameter-effect", name="lr")
+    assert effect["value"] == suggested
 
 
 def test_the_learning_rate_finder_callback_is_recorded_with_its_trials_and_the_setting_it_generated(tmp_path):
