@@ -167,7 +167,9 @@ class RunEvents:
         """A parameter group's rate is ``new_lr`` from optimizer step ``step`` on (nothing if it was already).
 
         ``epoch`` is the caller's (see :meth:`stage_started`); by default the epoch in progress.
-        Without a ``step`` the change is dated to the step after the last one recorded.
+        Without a ``step`` it is dated to the step after the group's last change in that epoch
+        (step 0 if none): pass the step where it is known. :meth:`learning_rates_used`, called
+        at every step, needs neither.
         """
         state = self._state
         seen = state.rates_seen.get(optimizer_index)
