@@ -211,15 +211,17 @@ def test_optimizer_scheduler_and_every_learning_rate_change(recorded):
     assert scheduler["class"].endswith("StepLR") and scheduler["interval"] == "epoch" and scheduler["step"] == 1
     changes = ask(
         store,
-        """SELECT ?epoch ?old ?new WHERE { ?new_setting prov:wasGeneratedBy ?adaptation ;
-             prov:wasDerivedFrom ?old_setting ; mls:hasValue ?new . ?old_setting mls:hasValue ?old .
-             ?adaptation a cnnprov:LearningRateAdaptation ; cnnprov:atEpoch ?epoch ; prov:used ?old_setting }
+        """SELECT ?epoch ?old ?new ?step ?count WHERE { ?series a cnnprov:LearningRateSeries ;
+             prov:wasGeneratedBy [ cnnprov:epochIndex ?epoch ] ; prov:wasDerivedFrom ?before ;
+             cnnprov:seriesFirst ?new ; cnnprov:seriesFirstStep ?step ; cnnprov:seriesCount ?count .
+             OPTIONAL { ?before mls:hasValue ?setting } OPTIONAL { ?before cnnprov:seriesLast ?last }
+             BIND(COALESCE(?setting, ?last) AS ?old) }
            ORDER BY ?epoch""",
     )
-    # StepLR(step_size=1, gamma=0.5) over 3 epochs: 0.1 -> 0.05 at epoch 1 -> 0.025 at epoch 2
-    assert [(c["epoch"], c["old"], c["new"]) for c in changes] == [
-        (1, pytest.approx(0.1), pytest.approx(0.05)),
-        (2, pytest.approx(0.05), pytest.approx(0.025)),
+    # StepLR(step_size=1, gamma=0.5) over 3 epochs of 4 steps: 0.1 -> 0.05 from step 4 -> 0.025 from step 8
+    assert [(c["epoch"], c["old"], c["new"], c["step"], c["count"]) for c in changes] == [
+        (1, pytest.approx(0.1), pytest.approx(0.05), 4, 1),
+        (2, pytest.approx(0.05), pytest.approx(0.025), 8, 1),
     ]
 
 

@@ -83,3 +83,37 @@ def test_ordered_answers_come_in_the_same_order(sweep_store, name):
     """Where ORDER BY is a total order of the rows (ties broken by run id), the order matches too."""
     oxigraph, other = answers_on_both_engines(sweep_store, name)
     assert oxigraph == other and oxigraph
+
+
+def test_lr_adaptations_and_lineage_answer_alike_on_a_store_whose_rates_changed(tmp_path):
+    """The sweep's rates never change: here a per-step and a per-epoch schedule fill the series they read."""
+    import torch
+
+    from cnnprov import ProvLogger, ProvStore
+    from cnnprov.demo import DigitsCNN
+
+    from helpers import tiny_data, tiny_trainer
+
+    class OneCycle(DigitsCNN):
+        def configure_optimizers(self):
+            optimizer = torch.optim.SGD(self.parameters(), lr=0.1)
+            scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, 0.5, total_steps=12)
+            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    store = tmp_path / "store"
+    for name, model in (("onecycle", OneCycle()), ("steplr", DigitsCNN(step_size=1))):
+        logger = ProvLogger(store=store, run_name=name)
+        trainer = tiny_trainer(tmp_path / name, logger, max_epochs=3, enable_checkpointing=name == "steplr")
+        trainer.fit(model, datamodule=tiny_data())
+    provenance = ProvStore(store)
+    for params in ({}, {"run": logger.run_id, "metric": "val_acc"}):
+        oxigraph, other = answers_on_both_engines(provenance, "lr-adaptations", **params)
+        assert oxigraph and as_multiset(oxigraph) == as_multiset(other), params
+    assert len(oxigraph) == 2  # steplr: epochs 1 and 2
+    (checkpoint,) = provenance.sparql(
+        """SELECT ?sha WHERE { ?c <https://w3id.org/cnnprov/ns#sha256> ?sha ; <https://w3id.org/cnnprov/ns#atEpoch> ?e }
+           ORDER BY DESC(?e) LIMIT 1"""
+    ).column("sha")  # the last epoch's: the rates of epochs 1 and 2 led to it
+    oxigraph, other = answers_on_both_engines(provenance, "lineage", checkpoint=checkpoint)
+    assert as_multiset(oxigraph) == as_multiset(other)
+    assert sum(row[1] == "used adapted setting" for row in oxigraph) == 2, oxigraph

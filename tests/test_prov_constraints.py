@@ -81,7 +81,7 @@ def test_the_store_holds_every_kind_of_record_the_constraints_are_about(store):
     assert count(store, f"{epoch_level} ; prov:wasGeneratedBy [ a cnnprov:Epoch ]") >= 4
     assert count(store, "?v mls:specifiedBy [ <http://www.w3.org/2000/01/rdf-schema#label> 'test_acc' ]") == 1
     assert count(store, "?a a cnnprov:Attempt ; cnnprov:attemptIndex 2") == 1
-    assert count(store, "?a a cnnprov:LearningRateAdaptation") >= 2
+    assert count(store, "?s a cnnprov:LearningRateSeries ; prov:wasGeneratedBy [ a cnnprov:Epoch ]") >= 2
     assert count(store, "?r a cnnprov:TrainingRun ; cnnprov:status 'failed'") == 1
     assert count(store, "?r cnnprov:partOfStudy ?s ; prov:wasInformedBy ?s") == 2
 

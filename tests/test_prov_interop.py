@@ -454,3 +454,41 @@ def test_the_documented_prov_read_gives_each_record_once(sweep_store):
     turtle = ProvDocument.deserialize(content=sweep_store.export("turtle", run=run), format="rdf", rdf_format="turtle")
     _, twice = read_records(turtle)
     assert max(twice.values()) == 2
+
+
+def test_a_learning_rate_series_exports_as_one_entity_with_its_points_as_an_attribute(tmp_path):
+    """PROV-N, PROV-JSON and PROV-XML of a run whose rate changed every step: one document, nothing lost."""
+    import torch
+
+    from cnnprov import ProvLogger
+    from cnnprov.demo import DigitsCNN
+
+    from helpers import tiny_data, tiny_trainer
+
+    class OneCycle(DigitsCNN):
+        def configure_optimizers(self):
+            optimizer = torch.optim.SGD(self.parameters(), lr=0.1)
+            scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, 0.5, total_steps=8)
+            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    logger = ProvLogger(store=tmp_path / "store")
+    tiny_trainer(tmp_path, logger, enable_checkpointing=False).fit(OneCycle(), datamodule=tiny_data())
+    store = ProvStore(tmp_path / "store")
+    graph = rdflib.Dataset().parse(data=store.export("trig", run=logger.run_id), format="trig")
+    (graph,) = [g for g in graph.graphs() if len(g)]
+    points = {str(s): o for s, o in graph.subject_objects(CP.seriesPoints)}
+    assert len(points) == 2  # two epochs, one group
+    read = {
+        fmt: read_with_prov(store.export(fmt, run=logger.run_id), format=prov_format)
+        for fmt, prov_format in (("provn", "provn"), ("provjson", "json"), ("provxml", "xml"))
+    }
+    assert [warned for _, warned in read.values()] == [[], [], []]
+    assert read["provn"][0] == read["provjson"][0] == read["provxml"][0]
+    (bundle,) = read["provn"][0].bundles
+    assert problems(graph, bundle, one_per_relation=True) == []
+    for record in bundle.get_records(ProvElement):
+        if str(record.identifier.uri) in points:
+            (value,) = record.get_attribute("cnnprov:seriesPoints")
+            expected = points.pop(str(record.identifier.uri))
+            assert (value.value, value.datatype.uri) == (str(expected), str(expected.datatype))
+    assert points == {}

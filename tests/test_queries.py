@@ -353,6 +353,10 @@ def test_lr_adaptations_of_the_steplr_run_with_validation_loss_around_each_chang
         (pytest.approx(DEFAULT_LR), pytest.approx(DEFAULT_LR / 2)),
         (pytest.approx(DEFAULT_LR / 2), pytest.approx(DEFAULT_LR / 4)),
     ]
+    # an epoch-interval schedule changes the rate once an epoch, at the epoch's first step
+    assert [(r["changes"], r["last_step"], r["min_lr"], r["max_lr"]) for r in rows] == [
+        (1, r["step"], r["new_lr"], r["new_lr"]) for r in rows
+    ]
     for row in rows:
         assert row["metric_before"] == library.raw.last_in_epoch(run_id, "val_loss", row["epoch"] - 1)
         assert row["metric_after"] == library.raw.last_in_epoch(run_id, "val_loss", row["epoch"])

@@ -82,10 +82,8 @@ def test_runs_with_a_schedule_a_checkpoint_per_epoch_and_a_crash_conform(tmp_pat
             Crashes(), datamodule=tiny_data()
         )
     store = ProvStore(store_path)
-    adaptations = store.sparql(
-        "SELECT (COUNT(?a) AS ?n) WHERE { ?a a <https://w3id.org/cnnprov/ns#LearningRateAdaptation> }"
-    )
-    assert adaptations.rows == [(2,)]  # the schedule really changed the rate, so its rules were exercised
+    series = store.sparql("SELECT (COUNT(?a) AS ?n) WHERE { ?a a <https://w3id.org/cnnprov/ns#LearningRateSeries> }")
+    assert series.rows == [(2,)]  # the schedule really changed the rate, so its rules were exercised
     statuses = store.sparql(
         "SELECT ?s WHERE { ?r a <https://w3id.org/cnnprov/ns#TrainingRun> ; <https://w3id.org/cnnprov/ns#status> ?s }"
     )
@@ -309,3 +307,92 @@ def test_a_store_with_an_optuna_study_conforms_and_reports_the_study(tmp_path, s
     assert report.summary().startswith("2 runs and 1 study checked against cnnprov-shapes.ttl: 3 conform")
     # the sampler is an agent with its version, so the study has nothing to warn about
     assert studied.findings == []
+
+
+# -- learning-rate series and the finder ---------------------------------------------------------
+@pytest.fixture(scope="module")
+def rates_export(tmp_path_factory) -> tuple[str, bytes]:
+    """A run whose rate changed at every step (OneCycleLR) after a learning-rate finder."""
+    import torch
+    from lightning.pytorch.callbacks import LearningRateFinder
+
+    class OneCycle(DigitsCNN):
+        def configure_optimizers(self):
+            optimizer = torch.optim.SGD(self.parameters(), lr=self.hparams["lr"])
+            scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, 0.5, total_steps=20)
+            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    root = tmp_path_factory.mktemp("rates")
+    logger = ProvLogger(store=root / "store", run_name="onecycle")
+    finder = LearningRateFinder(num_training_steps=20, early_stop_threshold=None)
+    trainer = tiny_trainer(root, logger, max_epochs=2, limit_train_batches=10, callbacks=[finder])
+    trainer.fit(OneCycle(), datamodule=tiny_data())
+    return logger.run_id, ProvStore(root / "store").export("turtle", run=logger.run_id)
+
+
+def first_series(graph, run):
+    return min(graph.subjects(RDF.type, CP.LearningRateSeries), key=str)
+
+
+def series_without_points(graph, run):
+    series = first_series(graph, run)
+    graph.remove((series, CP.seriesPoints, None))
+    return series, "SeriesHasPoints"
+
+
+def series_points_not_the_documented_form(graph, run):
+    series = first_series(graph, run)
+    graph.set((series, CP.seriesPoints, Literal('{"0": 0.1}', datatype=CP.pointsJSON)))
+    return series, "SeriesHasPoints"
+
+
+def series_steps_reversed(graph, run):
+    series = first_series(graph, run)
+    graph.set((series, CP.seriesFirstStep, Literal(10**6)))
+    return series, "SeriesHasFirstStep"
+
+
+def series_lowest_above_its_first(graph, run):
+    series = first_series(graph, run)
+    graph.set((series, CP.seriesMin, Literal(10.0)))
+    return series, "SeriesStatisticsAgree"
+
+
+def series_of_another_run(graph, run):
+    series = first_series(graph, run)
+    other = URIRef("https://w3id.org/cnnprov/id/run/other/epoch/0")
+    graph.set((series, PROV.wasGeneratedBy, other))
+    graph.add((other, RDF.type, PROV.Activity))
+    return run, "ValuesBelongToTheRun"
+
+
+def finder_without_trials(graph, run):
+    (finder,) = graph.subjects(RDF.type, CP.LearningRateFinder)
+    graph.remove((finder, CP.trialCount, None))
+    return finder, "FinderHasTrials"
+
+
+SERIES_BREAKAGES: list[Callable] = [
+    series_without_points,
+    series_points_not_the_documented_form,
+    series_steps_reversed,
+    series_lowest_above_its_first,
+    series_of_another_run,
+    finder_without_trials,
+]
+
+
+def test_a_run_with_learning_rate_series_and_a_finder_conforms(rates_export):
+    graph, _ = fresh_graph(rates_export)
+    assert len(set(graph.subjects(RDF.type, CP.LearningRateSeries))) == 2  # two epochs, one group
+    assert len(set(graph.subjects(RDF.type, CP.Series))) == 2  # the finder's rates and losses
+    report = validate_graph(graph)
+    assert report.conforms and report.violations == [], report.text()
+
+
+@pytest.mark.parametrize("breakage", SERIES_BREAKAGES, ids=[b.__name__ for b in SERIES_BREAKAGES])
+def test_a_broken_series_or_finder_fails_naming_the_node_and_the_rule(rates_export, breakage):
+    graph, run = fresh_graph(rates_export)
+    broken_node, rule = breakage(graph, run)
+    report = validate_graph(graph)
+    assert (str(broken_node), f"cnnprovsh:{rule}") in {(f.node, f.rule) for f in report.violations}, report.text()

@@ -180,11 +180,12 @@ _EPOCHS = """SELECT ?id (COUNT(DISTINCT ?epoch) AS ?n) (MIN(?index) AS ?first) (
   OPTIONAL { ?epoch cnnprov:durationSeconds ?seconds }
 } GROUP BY ?id"""
 
-_ADAPTATIONS = """SELECT ?id ?epoch ?old ?new WHERE {
-  ?run cnnprov:runId ?id . ?adaptation a cnnprov:LearningRateAdaptation ; cnnprov:partOfRun ?run ; prov:used ?before .
-  ?after prov:wasGeneratedBy ?adaptation ; mls:hasValue ?new . ?before mls:hasValue ?old .
-  OPTIONAL { ?adaptation cnnprov:atEpoch ?epoch }
-  OPTIONAL { ?adaptation prov:startedAtTime ?time }
+_RATE_SERIES = """SELECT ?id ?old ?new ?changes WHERE {
+  ?run cnnprov:runId ?id ; prov:used ?setting .
+  ?series a cnnprov:LearningRateSeries ; cnnprov:seriesOf ?setting ; prov:wasDerivedFrom ?before ;
+          cnnprov:seriesLast ?new ; cnnprov:seriesCount ?changes ; prov:generatedAtTime ?time .
+  OPTIONAL { ?before mls:hasValue ?start } OPTIONAL { ?before cnnprov:seriesLast ?last }
+  BIND (COALESCE(?last, ?start) AS ?old)
 } ORDER BY ?time"""
 
 _VALUES = """SELECT DISTINCT ?id ?v ?name ?value ?time ?by_run WHERE {
@@ -292,17 +293,17 @@ def run_dot(store: ProvStore, run: str) -> str:
         if epochs["n"] > 1:
             dot.edge(epochs_node, epochs_node, "wasInformedBy (the epoch before)")
 
-    adaptations = ask(_ADAPTATIONS)
-    if adaptations:
-        rates = [_value(adaptations[0]["old"])] + [_value(a["new"]) for a in adaptations]
+    series = ask(_RATE_SERIES)
+    if series:
+        rates = [_value(series[0]["old"])] + [_value(a["new"]) for a in series]
         if len(rates) > 6:
             rates = [*rates[:3], "…", *rates[-2:]]
-        label = f"{len(adaptations)} learning-rate adaptation{'s' if len(adaptations) != 1 else ''}"
+        changes = sum(int(a["changes"]) for a in series)
+        label = f"{len(series)} learning-rate series, {changes} change{'s' if changes != 1 else ''}"
         label += "\nlr " + " → ".join(rates)
-        node = dot.node(label, _ACTIVITY, folded=len(adaptations) > 1)
-        dot.edge(node, run_node, "partOfRun", "style=dashed")
+        node = dot.node(label, _ENTITY, folded=len(series) > 1)
         for optimizer in optimizer_nodes:
-            dot.edge(node, optimizer, "used (its learning rate)")
+            dot.edge(node, optimizer, "seriesOf (its learning rate)")
 
     for (measure, by_run), values in sorted(_group_values(ask(_VALUES)).items()):
         numbers = [v for _, v in sorted(values, key=lambda tv: tv[0])]

@@ -176,7 +176,8 @@ def generation_times(graph: rdflib.Graph) -> rdflib.Graph:
     (``wasGeneratedBy(e, a, t)``), which PROV-O qualifies as a ``prov:Generation``'s ``prov:atTime``.
     ``prov`` reads a plain ``prov:generatedAtTime`` as an entity attribute (a string once read back
     from PROV-XML), so the plain triple is dropped where the entity's qualified generation has its
-    time, and moved onto that generation (or a new one) where it has none. Returns the graph.
+    time, and moved onto that generation (or a new one) where it has none; a new one takes over the
+    entity's sole plain ``prov:wasGeneratedBy``, so that ``prov`` reads one generation. Returns the graph.
     """
     import rdflib
     from rdflib.namespace import RDF
@@ -187,6 +188,10 @@ def generation_times(graph: rdflib.Graph) -> rdflib.Graph:
         if not any((node, prov.atTime, time) in graph for node in nodes):
             untimed = [node for node in nodes if graph.value(node, prov.atTime) is None]
             node = untimed[0] if untimed else rdflib.URIRef(f"{entity}/generation")
+            activities = list(graph.objects(entity, prov.wasGeneratedBy))
+            if not nodes and len(activities) == 1:  # written in the plain form only (a series): one record
+                graph.add((node, prov.activity, activities[0]))
+                graph.remove((entity, prov.wasGeneratedBy, activities[0]))
             graph.add((entity, prov.qualifiedGeneration, node))
             graph.add((node, RDF.type, prov.Generation))
             graph.add((node, prov.atTime, time))

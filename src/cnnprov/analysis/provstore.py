@@ -124,7 +124,6 @@ class ProvStore:
         finally:
             reader.close()
 
-
     # -- queries -------------------------------------------------------------
     def query(self, name_or_path: str | Path, **params: Any) -> QueryResult:
         """Run a bundled query (``"best-runs"``) or a ``.rq`` file, binding ``params`` as RDF terms."""
@@ -243,6 +242,11 @@ class ProvStore:
             run = runs.setdefault(row["run_id"], {"run_id": row["run_id"], "run_name": row["run_name"]})
             run[row["name"]] = row["value"]
         return pd.DataFrame(list(runs.values()))
+
+    def learning_rates(self, run: str) -> QueryResult:
+        """Each parameter group's rate from each step on (:func:`cnnprov.analysis.learning_rates.learning_rates`)."""
+        from cnnprov.analysis.learning_rates import learning_rates
+        return learning_rates(self, run)
 
     def resolve_run(self, run: str) -> str:
         """The full id of the run whose id is or starts with ``run``."""

@@ -34,11 +34,3 @@ def group_node(optimizer: NamedNode, index: int) -> NamedNode:
 
 def setting_node(owner: NamedNode, key: str) -> NamedNode:
     return child(owner, "setting", key)
-
-
-def adapted_setting_node(group: NamedNode, adaptation: int) -> NamedNode:
-    """The learning-rate setting the ``adaptation``-th adaptation of the run generated."""
-    return child(group, "setting", "lr", str(adaptation))
-
-
-# -- the run, its agents, its attempts -------------------------------------

@@ -289,6 +289,7 @@ class RunRecorder(RunEvents):
         if current is not None and current in state.epochs and current not in state.ended_epochs:
             self._end_epoch(current, ended)  # the stage stopped inside this epoch (an index of the run's)
         state.current_epoch = None
+        self._write_learning_rates(ended)  # changes outside any epoch (a loop that reports none)
         if self.status == FAILED and status != FAILED:
             status = FAILED  # a later clean stage does not undo a failure
         self.status = status

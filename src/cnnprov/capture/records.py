@@ -18,7 +18,6 @@ from pyoxigraph import NamedNode, Quad
 from cnnprov.capture.environment import RunEnvironment
 from cnnprov.capture.hyperparameters import scalar
 from cnnprov.capture.nodes import (  # noqa: F401 - re-exported: records and their IRIs go together
-    adapted_setting_node,
     attempt_node,
     checkpoint_node,
     epoch_node,
@@ -229,38 +228,6 @@ def scheduler(
         if callable(value) or (isinstance(value, (dict, list)) and len(value) > 64):  # lambdas, large tables
             continue
         triples += hyperparameter_setting(run, base, node, key, value, f"scheduler.{key}")
-    return triples
-
-
-def learning_rate_adaptation(
-    run: NamedNode, base: str, number: int, group: NamedNode, previous: NamedNode, new_lr: float, at: float,
-    epoch: int | None = None, step: int | None = None,
-) -> list[Triple]:
-    """The run's ``number``-th learning-rate change of ``group``: a new setting derived from ``previous``."""
-    adaptation = child(run, "adaptation", str(number))
-    when = datetime_literal(at)
-    node = adapted_setting_node(group, number)
-    triples: list[Triple] = [
-        (adaptation, RDF.type, PROV.Activity),
-        (adaptation, RDF.type, CNNPROV.LearningRateAdaptation),
-        (adaptation, CNNPROV.partOfRun, run),
-        (adaptation, PROV.startedAtTime, when),
-        (adaptation, PROV.endedAtTime, when),
-        (adaptation, PROV.used, previous),
-    ]
-    triples += setting(node, iri(base, "hyperparameter", "optimizer.lr"), literal(float(new_lr)))
-    triples += [
-        (node, CNNPROV.settingOf, group),
-        (node, PROV.wasDerivedFrom, previous),
-        (node, PROV.wasGeneratedBy, adaptation),
-        (node, PROV.generatedAtTime, when),
-        (run, PROV.used, node),
-    ]
-    for subject in (adaptation, node):
-        if epoch is not None:
-            triples.append((subject, CNNPROV.atEpoch, integer_literal(epoch)))
-        if step is not None:
-            triples.append((subject, CNNPROV.atStep, integer_literal(step)))
     return triples
 
 

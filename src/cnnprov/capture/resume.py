@@ -4,7 +4,7 @@ A training run interrupted by a crash, ``kill -9`` or Ctrl+C is resumed with
 ``trainer.fit(model, ckpt_path=...)``. The store knows every checkpoint's
 SHA-256, so the checkpoint file names the run that wrote it; this module finds
 that run and reads where its numbering stopped (epochs, metric values,
-checkpoints, learning-rate adaptations, attempts), so that
+checkpoints, learning-rate series, attempts), so that
 :class:`~cnnprov.capture.recorder.RunRecorder` continues the same record instead of
 starting a new one. It only reads.
 """
@@ -38,7 +38,7 @@ class RecordedRun:
     checkpoints: int = 0
     latest_checkpoint: NamedNode | None = None
     values: int = 0
-    adaptations: int = 0
+    learning_rate_series: int = 0
     attempts: int = 0
     optimizers: dict[int, NamedNode] = field(default_factory=dict)
     learning_rates: dict[tuple[int, int], tuple[NamedNode, float]] = field(default_factory=dict)
@@ -94,7 +94,7 @@ def read_run(store: ReadStore, run: NamedNode, bundle: NamedNode) -> RecordedRun
     record.checkpoints = _highest(store, bundle, CNNPROV.Checkpoint, run.value + "/checkpoint/")
     if record.checkpoints:
         record.latest_checkpoint = NamedNode(f"{run.value}/checkpoint/{record.checkpoints}")
-    record.adaptations = _highest(store, bundle, CNNPROV.LearningRateAdaptation, run.value + "/adaptation/")
+    record.learning_rate_series = _highest(store, bundle, CNNPROV.LearningRateSeries, run.value + "/learning-rates/")
     record.attempts = _highest(store, bundle, CNNPROV.Attempt, run.value + "/attempt/")
     optimizer_prefix = run.value + "/optimizer/"
     for quad in store.quads_for_pattern(None, RDF.type, CNNPROV.Optimizer, bundle):
@@ -130,13 +130,16 @@ def _fold_values(store: ReadStore, run: NamedNode, bundle: NamedNode) -> dict[st
 
 
 def _read_learning_rates(store: ReadStore, record: RecordedRun, optimizer_prefix: str) -> None:
-    """The latest learning-rate setting of each parameter group (the one nothing derives from)."""
+    """Each parameter group's latest rate: its last series' last value, or its lr setting's
+    value when no series derives from it (a learning-rate adaptation's setting, in a store
+    written before series)."""
     for row in store.query(
-        f"""SELECT ?g ?group ?setting ?value WHERE {{ GRAPH ?g {{
-              ?setting <{CNNPROV_NS}settingOf> ?group ; <{MLS_NS}hasValue> ?value ;
-                       <{MLS_NS}specifiedBy> ?parameter .
+        f"""SELECT ?g ?group ?latest ?value WHERE {{ GRAPH ?g {{
+              ?setting <{CNNPROV_NS}settingOf> ?group ; <{MLS_NS}specifiedBy> ?parameter .
               ?parameter <http://www.w3.org/2000/01/rdf-schema#label> "optimizer.lr" .
-              FILTER NOT EXISTS {{ ?later <{PROV_NS}wasDerivedFrom> ?setting }} }} }}""",
+              {{ ?setting <{MLS_NS}hasValue> ?value . BIND(?setting AS ?latest) }}
+              UNION {{ ?latest <{CNNPROV_NS}seriesOf> ?setting ; <{CNNPROV_NS}seriesLast> ?value }}
+              FILTER NOT EXISTS {{ ?later <{PROV_NS}wasDerivedFrom> ?latest }} }} }}""",
         substitutions={Variable("g"): record.bundle},
     ):
         group = row["group"].value
@@ -146,7 +149,7 @@ def _read_learning_rates(store: ReadStore, record: RecordedRun, optimizer_prefix
         if len(parts) == 3 and parts[1] == "group" and parts[0].isdigit() and parts[2].isdigit():
             value = python_value(row["value"])
             if isinstance(value, (int, float)):
-                record.learning_rates[(int(parts[0]), int(parts[2]))] = (row["setting"], float(value))
+                record.learning_rates[(int(parts[0]), int(parts[2]))] = (row["latest"], float(value))
 
 
 def _one(store: ReadStore, subject: NamedNode, predicate: NamedNode, graph: NamedNode) -> Any:

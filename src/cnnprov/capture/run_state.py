@@ -16,6 +16,7 @@ from pyoxigraph import NamedNode
 
 from cnnprov.capture.architecture_capture import ArchitectureCapture
 from cnnprov.capture.resume import RecordedRun
+from cnnprov.capture.series import PointSeries
 from cnnprov.capture.summaries import EpochStatistics
 
 
@@ -34,8 +35,13 @@ class RunState:
     reopened_epochs: set[int] = field(default_factory=set)  # recorded before: a resumed attempt re-entered them
     checkpoints: int = 0
     latest_checkpoint: NamedNode | None = None
+    # (optimizer, group) → the latest record of its rate (its lr setting or its last series) and that rate
     learning_rates: dict[tuple[int, int], tuple[NamedNode, float]] = field(default_factory=dict)
-    adaptations: int = 0
+    learning_rate_series: int = 0  # the highest series number used
+    # optimizer → each group's rate as last seen: what every optimizer step compares with
+    rates_seen: dict[int, list[float | None]] = field(default_factory=dict)
+    rate_points: dict[tuple[int, int], PointSeries] = field(default_factory=dict)  # changes not yet written
+    rate_points_epoch: int | None = None  # the epoch (the run's) the changes not yet written took effect in
     optimizers: dict[int, NamedNode] = field(default_factory=dict)
     attempt: NamedNode | None = None
     epoch_statistics: EpochStatistics = field(default_factory=EpochStatistics)
@@ -51,10 +57,14 @@ class RunState:
         self.checkpoints = recorded.checkpoints
         self.latest_checkpoint = checkpoint or recorded.latest_checkpoint
         self.epoch_statistics = EpochStatistics(len(recorded.epochs), recorded.epoch_seconds)
-        self.adaptations = recorded.adaptations
+        self.learning_rate_series = recorded.learning_rate_series
         self.optimizers.update(recorded.optimizers)
         self.learning_rates.update(recorded.learning_rates)
         self.trainer_recorded = True  # a continued run keeps its first attempt's loop settings
+        for (optimizer, group), (_, rate) in sorted(recorded.learning_rates.items()):
+            seen = self.rates_seen.setdefault(optimizer, [])
+            seen.extend([None] * (group + 1 - len(seen)))  # unknown: seen at the next step
+            seen[group] = rate
 
     @property
     def last_epoch(self) -> int | None:

@@ -189,9 +189,9 @@ class ProvFabricLogger(Logger):
             yield
             return
         recorder = self.experiment
-        self._check_learning_rates(recorder, epoch=index)
         recorder.epoch_started(index)
         self._epoch = index
+        self._check_learning_rates(recorder)  # a scheduler stepped between epochs
         try:
             yield
         finally:
@@ -209,11 +209,10 @@ class ProvFabricLogger(Logger):
             raise
         self.finalize(SUCCESS)
 
-    def _check_learning_rates(self, recorder: RunRecorder, epoch: int | None = None) -> None:
-        epoch = self._epoch if epoch is None else epoch
+    def _check_learning_rates(self, recorder: RunRecorder) -> None:
+        """The rates now in the optimizers' groups, from the last step logged on (a few comparisons)."""
         for opt_index, optimizer in enumerate(self._optimizers):
-            for group_index, group in enumerate(optimizer.param_groups):
-                recorder.learning_rate_changed(opt_index, group_index, group["lr"], epoch, self._step)
+            recorder.learning_rates_used(opt_index, optimizer.param_groups, self._step or 0)
 
 
 def unwrapped(obj: Any) -> Any:

@@ -17,8 +17,9 @@ from lightning.pytorch.utilities import rank_zero_only
 from cnnprov.capture.environment import current_environment, prefetch_environment
 from cnnprov.capture.recorder import FAILED, RunRecorder
 from cnnprov.integrations import lightning_checkpoints as checkpoint_files
-from cnnprov.integrations.lightning_callback import CHECKPOINT_KEY, ProvCallback, epoch_is_ending
+from cnnprov.integrations.lightning_callback import CHECKPOINT_KEY, ProvCallback, epoch_is_ending, log_optimizers
 from cnnprov.integrations.lightning_settings import trainer_settings
+from cnnprov.integrations.lightning_tuning import record_tuning
 from cnnprov.rdf.vocab import DEFAULT_BASE
 from cnnprov.storage.location import StoreLocation
 from cnnprov.storage.protocols import Session
@@ -244,15 +245,10 @@ class ProvLogger(Logger):
         for callback in trainer.checkpoint_callbacks:  # files that exist already are not this stage's
             if isinstance(callback, ModelCheckpoint):
                 self._new_checkpoint_files(callback)
-        for index, optimizer in enumerate(trainer.optimizers):
-            recorder.log_optimizer(index, optimizer)
-        for index, config in enumerate(trainer.lr_scheduler_configs):
-            optimizer_index = next(
-                (i for i, opt in enumerate(trainer.optimizers) if opt is config.scheduler.optimizer), 0
-            )
-            recorder.log_scheduler(
-                index, config.scheduler, optimizer_index, interval=config.interval, frequency=config.frequency
-            )
+        if fitting and first_stage and isinstance(model, LightningModule):
+            record_tuning(recorder, trainer, model)  # a learning-rate finder ran in on_fit_start, before this
+        if not fitting:  # a fit's are recorded once Lightning restored a checkpoint's state (ProvCallback)
+            log_optimizers(recorder, trainer)
         recorder.flush(wait=False)
 
     @rank_zero_only

@@ -1,5 +1,5 @@
 """The callback :class:`~cnnprov.integrations.lightning.ProvLogger` attaches to its Trainer:
-epoch boundaries, data and learning-rate changes, which a Logger is not told of."""
+epoch boundaries, data and the learning rates of every optimizer step, which a Logger is not told of."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ class ProvCallback(Callback):
 
     def __init__(self, logger: ProvLogger) -> None:
         self.logger = logger
-        self._watch_steps = False
+        self._optimizer_indices: dict[int, int] = {}  # id(optimizer) → its index in trainer.optimizers
         self._epoch: int | None = None  # the trainer epoch last reported to the recorder
         # The epoch started and not yet ended. It ends when the next one starts or training
         # ends: Lightning logs epoch-level metrics and ModelCheckpoint saves after
@@ -49,7 +49,10 @@ class ProvCallback(Callback):
             return
         _log_loaders(recorder, "train", [trainer.train_dataloader], [trainer.num_training_batches])
         _log_loaders(recorder, "validation", _as_list(trainer.val_dataloaders), trainer.num_val_batches)
-        self._watch_steps = any(config.interval == "step" for config in trainer.lr_scheduler_configs)
+        # Recorded now, not in log_graph: Lightning restores a checkpoint's optimizer and scheduler
+        # state after log_graph, and the rates recorded must be those training starts from.
+        log_optimizers(recorder, trainer)
+        self._optimizer_indices = {id(optimizer): i for i, optimizer in enumerate(trainer.optimizers)}
         self._epoch = None
         self._open_epoch = None
         self._trace_step = True
@@ -79,7 +82,6 @@ class ProvCallback(Callback):
             return
         self.logger.record_saved_checkpoints()  # saved by hand in the epoch that ends now
         self._end_open_epoch(recorder)
-        _check_learning_rates(recorder, trainer, trainer.current_epoch)
         self._open_epoch = trainer.current_epoch
         try:
             recorder.epoch_started(trainer.current_epoch)
@@ -93,10 +95,6 @@ class ProvCallback(Callback):
         io = self.logger._checkpoint_io
         if io is not None and io.saved:  # trainer.save_checkpoint(path) in the last step
             self.logger.record_saved_checkpoints()
-        if self._watch_steps:
-            recorder = self._recorder()
-            if recorder is not None:
-                _check_learning_rates(recorder, trainer, trainer.current_epoch)
         if self._trace_step:
             self._trace_step = False
             recorder = self._recorder()
@@ -112,6 +110,21 @@ class ProvCallback(Callback):
             recorder = self._recorder()
             if recorder is not None:
                 recorder.architecture_step_ended()
+
+    def on_before_optimizer_step(self, trainer: Trainer, pl_module: LightningModule, optimizer: Any) -> None:
+        """The rates this optimizer step uses, however they were set: Lightning calls this inside the
+        step, after the closure (``training_step``, an ``optimizer_step`` override's changes) and
+        before torch updates the parameters, in automatic and manual optimization alike."""
+        recorder = self.logger._recorder
+        if recorder is None:
+            return
+        index = self._optimizer_indices.get(id(optimizer))
+        if index is None:  # optimizers replaced since training started
+            self._optimizer_indices = {id(opt): i for i, opt in enumerate(trainer.optimizers)}
+            index = self._optimizer_indices.get(id(optimizer))
+            if index is None:
+                return
+        recorder.learning_rates_used(index, optimizer.param_groups, trainer.global_step)
 
     def _end_open_epoch(self, recorder: RunRecorder) -> None:
         """End the epoch in progress: after everything Lightning logged and saved for it."""
@@ -145,10 +158,15 @@ def epoch_is_ending(trainer: Trainer) -> bool:
         return False
 
 
-def _check_learning_rates(recorder: RunRecorder, trainer: Trainer, epoch: int) -> None:
-    for opt_index, optimizer in enumerate(trainer.optimizers):
-        for group_index, group in enumerate(optimizer.param_groups):
-            recorder.learning_rate_changed(opt_index, group_index, group["lr"], epoch, trainer.global_step)
+def log_optimizers(recorder: RunRecorder, trainer: Trainer) -> None:
+    """Record the Trainer's optimizers and learning-rate schedulers as they stand now."""
+    for index, optimizer in enumerate(trainer.optimizers):
+        recorder.log_optimizer(index, optimizer)
+    for index, config in enumerate(trainer.lr_scheduler_configs):
+        optimizer_index = next((i for i, opt in enumerate(trainer.optimizers) if opt is config.scheduler.optimizer), 0)
+        recorder.log_scheduler(
+            index, config.scheduler, optimizer_index, interval=config.interval, frequency=config.frequency
+        )
 
 
 def _log_loaders(recorder: RunRecorder, role: str, loaders: Iterable[Any], batch_counts: Any = ()) -> None:

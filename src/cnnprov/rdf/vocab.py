@@ -97,6 +97,9 @@ CNNPROV = _Namespace(
     HyperparameterStudy partOfStudy trialNumber trialState objectiveValue optimizationDirection bestRun
     hyperparameterList stage epochCount completedEpochCount epochSecondsTotal slowestEpochSeconds
     MetricSummary summaryOf ofMeasure valueCount minValue maxValue lastValue minEpoch maxEpoch lastEpoch
+    Series LearningRateSeries seriesOf seriesCount seriesFirstStep seriesLastStep
+    seriesFirst seriesLast seriesMin seriesMax seriesPoints pointsJSON
+    LearningRateFinder trialCount suggestedLearningRate
     """,
 )
 
