@@ -5,10 +5,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import lightning as L
+import pytest
 
 from cnnprov import ProvLogger
 from cnnprov.demo import DigitsDataModule
@@ -132,3 +134,24 @@ def as_multiset(rows: list[tuple]) -> dict[str, int]:
         key = repr(tuple((type(value).__name__, value) for value in row))
         counts[key] = counts.get(key, 0) + 1
     return counts
+
+
+#: Whether the tests run as root (as CI does): some cases need it (mounting a small filesystem).
+IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
+
+
+@contextmanager
+def tmpfs(where: Path, size: str = "16m") -> Iterator[Path]:
+    """A tmpfs of ``size`` mounted at ``where`` for the block (root only: reported as not run otherwise)."""
+    where.mkdir()
+    if not IS_ROOT:
+        pytest.skip("not run: mounting a tmpfs needs root (CI runs as root)")
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"not run: this machine refuses to mount a tmpfs ({mounted.stderr.decode().strip()})")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)
+
+

@@ -307,8 +307,8 @@ class ProvStore:
     def dataset(self) -> Any:
         """The store as an rdflib ``Dataset`` (through oxrdflib), for anything custom.
 
-        The dataset holds the store open, which keeps training processes from
-        writing to it: call ``.close()`` when done, or use it inside
+        The dataset holds the store open read-only, as it was when opened (a run
+        writing meanwhile is not seen): call ``.close()`` when done, or use it inside
         ``with ProvStore(...) as store:``, where it shares the held store with
         :meth:`query`. Its default graph is the union of the run graphs.
         """

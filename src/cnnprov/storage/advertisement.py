@@ -11,12 +11,15 @@ the file behind: :func:`is_process_alive` tells such a stale advertisement from 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 ADVERTISEMENT_FILE = "cnnprov-writer.json"
 
@@ -85,7 +88,13 @@ def withdraw(directory: Path) -> None:
     """Remove this process's advertisement (after letting go of the store)."""
     holder = read_holder(directory)
     if holder is not None and holder.is_this_process:
-        (directory / ADVERTISEMENT_FILE).unlink(missing_ok=True)
+        try:
+            (directory / ADVERTISEMENT_FILE).unlink(missing_ok=True)
+        except OSError as error:  # a directory made read-only meanwhile: the run is recorded all the same
+            log.warning(
+                "cnnprov could not remove '%s' (%s); readers see that its process has ended and ignore it",
+                directory / ADVERTISEMENT_FILE, error.strerror or error,
+            )
 
 
 def is_process_alive(host: str | None, pid: int | str | None) -> bool | None:

@@ -82,6 +82,10 @@ class ReadEndpoint:
         self._thread.start()
         return self.url
 
+    def serve(self, store: ox.Store | None) -> None:
+        """Answer from ``store`` from now on (``None``: 503 until another is given)."""
+        self._store = store
+
     def stop(self, wait: bool = False) -> None:
         """Stop serving and let go of the store (with ``wait``, once the serving thread ended). Safe to call twice."""
         self._store = None  # the handlers read it through this object: from now on they answer 503

@@ -30,7 +30,15 @@ from cnnprov.storage.advertisement import advertise, read_holder, withdraw
 from cnnprov.storage.crashes import record_crashed_runs
 from cnnprov.storage.local_handles import LocalReader, LocalTarget
 from cnnprov.storage.location import StoreLocation
-from cnnprov.storage.opening import check_readable, in_this_process_message, open_store, prepare_store_directory
+from cnnprov.storage.opening import (
+    check_readable,
+    in_this_process_message,
+    is_locked,
+    locked_message,
+    open_read_only,
+    open_store,
+    prepare_store_directory,
+)
 from cnnprov.storage.protocols import Reader, Session, WriteTarget
 
 log = logging.getLogger(__name__)
@@ -70,13 +78,14 @@ class LocalSession:
         self.run_id = ""
         self._serve_reads = serve_reads
         self._store: ox.Store | None = None
-        self._target = LocalTarget(None)
+        self._target = LocalTarget(None, reopen=self._reopen, where=str(self.path))
         self._endpoint: Any = None
         self._open_lock = threading.Lock()
         self._open_error: BaseException | None = None
         self._released = threading.Event()
         self._closing = False
         self._users = 1  # this object's opener, and each share (open_local_session)
+        self._reopened = False  # its handle was let go of after a failed write (see _reopen)
         self._opener_closed = False
         with _SESSIONS_LOCK:
             other = _SESSIONS.get(_key(self.path))
@@ -95,6 +104,11 @@ class LocalSession:
                 return self._store
             if self._open_error is not None:
                 raise self._open_error
+            if self._reopened:  # a reopen after a failed write has not succeeded yet: try again
+                store = self._reopen_locked()
+                if store is None:
+                    raise StoreError(f"the provenance store '{self.path}' cannot be opened again yet")
+                return store
             try:
                 self._open()
             except BaseException as error:
@@ -141,10 +155,36 @@ class LocalSession:
     def target(self, run_id: str, spool: bool = True) -> LocalTarget:
         """Where ``run_id``'s records go; the run is advertised as the one the store records."""
         self.store  # noqa: B018 - open, or raise why it cannot be
+        # beside the store, named after the run: records it still refused when the run ended
+        self._target.spill_path = spill_path(self.path, run_id) if spool else None
         if run_id != self.run_id:
             self.run_id = run_id
             self._advertise()
         return self._target
+
+    def _reopen(self) -> ox.Store | None:
+        """After a failed write: let go of the store's handle and open it again (``None`` if it cannot
+        be yet). RocksDB keeps a handle in error after ENOSPC, while a fresh one writes."""
+        with self._open_lock:
+            return self._reopen_locked()
+
+    def _reopen_locked(self) -> ox.Store | None:
+        if self._closing:
+            return None
+        endpoint = self._endpoint
+        if endpoint is not None:
+            endpoint.serve(None)  # answers 503 meanwhile
+        self._reopened = True
+        self._store = self._target.store = None  # the last references: RocksDB lets go of it
+        try:
+            store = open_store(self.path, 0)
+        except StoreError as error:
+            log.debug("cnnprov could not reopen the provenance store %s: %s", self.path, error)
+            return None
+        self._store = self._target.store = store
+        if endpoint is not None:
+            endpoint.serve(store)
+        return store
 
     def _advertise(self) -> None:
         endpoint = self._endpoint
@@ -255,6 +295,11 @@ def open_local_session(location: StoreLocation, serve_reads: bool = True, lazy: 
     return LocalSession(location, serve_reads=serve_reads, lazy=lazy)
 
 
+def spill_path(store: Path, run_id: str) -> Path:
+    """Where a run's records that its store never took are kept: ``<store>-spill/<run id>.ru``."""
+    return store.with_name(store.name + "-spill") / f"{run_id}.ru"
+
+
 def _open_waiting(target: Path, wait_s: float, opening: LocalSession | None = None) -> ox.Store:
     """:func:`open_store`, after this process's own session (if any but ``opening``) let go of it."""
     session = _session(target)
@@ -301,22 +346,21 @@ def open_local_reader(location: StoreLocation) -> Any:
                 return session.reader  # a lazy session opens now, if its writer thread has not yet
             except StoreError:
                 pass  # it cannot open the store: read as if it were not there
+        elif session is not None:
+            session.wait_released()  # this process is letting go of it: it holds the lock until then
         check_readable(path)
-        try:
-            return LocalReader(_open_waiting(path, 0), owned=True)
-        except StoreOpenInThisProcessError:
-            raise
-        except StoreLockedError:
-            holder = read_holder(path)
-            if holder is not None and holder.url and holder.alive is not False:
-                from cnnprov.storage.remote import RemoteStore
+        if not is_locked(path):  # nobody writes it: read it read-only (no lock, no files left)
+            return LocalReader(open_read_only(path), owned=True)
+        holder = read_holder(path)
+        if holder is not None and holder.url and holder.alive is not False:
+            from cnnprov.storage.remote import RemoteStore
 
-                headers = (("Authorization", f"Bearer {holder.token}"),) if holder.token else ()
-                endpoint = StoreLocation(url=holder.url, union="native", headers=headers, retries=0)
-                return RemoteStore(endpoint, serving_run=holder.run_id or None)
-            if time.monotonic() >= deadline:
-                raise
-            time.sleep(0.05)
+            headers = (("Authorization", f"Bearer {holder.token}"),) if holder.token else ()
+            endpoint = StoreLocation(url=holder.url, union="native", headers=headers, retries=0)
+            return RemoteStore(endpoint, serving_run=holder.run_id or None)
+        if time.monotonic() >= deadline:  # a holder that serves nothing (or not yet)
+            raise StoreLockedError(locked_message(path))
+        time.sleep(0.05)
 
 
 def open_store_to_serve(location: StoreLocation) -> ox.Store:

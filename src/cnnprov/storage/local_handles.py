@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import pyoxigraph as ox
 
 from cnnprov.errors import StoreError
 from cnnprov.rdf.sparql import Term, replace_operation
+from cnnprov.storage.spool import Spool
 
 #: After this many quads RocksDB writes its in-memory tables to disk. As Oxigraph configures it,
 #: it lets them grow to ~2 GiB before it does so itself; this often keeps a million-step run's
@@ -17,11 +19,43 @@ MEMTABLE_QUADS = 65_536
 
 
 class LocalTarget:
-    """A run's writes to the open store: each call one transaction (writes release the GIL)."""
+    """A run's writes to the open store: each call one transaction (writes release the GIL).
 
-    def __init__(self, store: ox.Store | None) -> None:
+    ``reopen`` (its session's) gives a fresh handle after a failed write; ``spill_path`` is where
+    records it never took are kept when the run ends (:mod:`cnnprov.storage.write_failures`).
+    """
+
+    def __init__(
+        self,
+        store: ox.Store | None,
+        reopen: Callable[[], ox.Store | None] | None = None,
+        where: str = "",
+    ) -> None:
         self.store = store
+        self.reopen = reopen
+        self.where = where
+        self.spill_path: Path | None = None
         self._unflushed = 0  # quads written since RocksDB last wrote its memory tables to disk
+
+    def __repr__(self) -> str:
+        return f"LocalTarget({self.where!r})"
+
+    def recover(self) -> None:
+        """A write failed: open the store again (RocksDB keeps a handle in error after ENOSPC)."""
+        if self.reopen is not None:
+            store = self.reopen()
+            if store is not None:
+                self.store = store
+                self._unflushed = 0
+
+    def spill(self, texts: list[str]) -> Path | None:
+        """Keep SPARQL Update requests the store did not take in the spill file; its path."""
+        if self.spill_path is None:
+            return None
+        spool = Spool(self.spill_path)
+        for text in texts:
+            spool.append(text)
+        return self.spill_path
 
     def _open(self) -> ox.Store:
         if self.store is None:

@@ -1,12 +1,16 @@
 """Opening an embedded store's directory: the checks, the wait for its lock, and clear errors.
 
-RocksDB lets one process open a store at a time; an open that finds it held waits a moment
-(a reader about to let go), then says who holds it (:mod:`cnnprov.storage.advertisement`).
+RocksDB lets one process open a store for writing at a time; an open that finds it held waits a
+moment (a run about to let go), then says who holds it (:mod:`cnnprov.storage.advertisement`).
+Reads open it read-only (:func:`open_read_only`): they take no lock and leave no files, so they
+work on read-only media and for other users.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
+import struct
 import time
 from pathlib import Path
 
@@ -55,6 +59,12 @@ def open_store(target: Path, wait_s: float) -> ox.Store:
     while True:
         try:
             return ox.Store(str(target))
+        except RuntimeError as error:  # RocksDB's "Corruption: …"
+            raise StoreError(
+                f"cannot open the provenance store at '{target}': {error}. Record this run to another "
+                f"store (ProvLogger(store='other-dir')); `cnnprov export --store {target}` writes out what "
+                f"can still be read"
+            ) from error
         except OSError as error:
             if not _is_lock_error(error):
                 raise StoreError(f"cannot open the provenance store at '{target}': {error}") from error
@@ -77,6 +87,50 @@ def in_this_process_message(target: Path) -> str:
         f"closed): close it first, record with store=<the session>, or read through the same "
         f"ProvStore inside `with ProvStore(...) as store:`"
     )
+
+
+def open_read_only(target: Path) -> ox.Store:
+    """The store at ``target``, opened to be read: no lock taken, nothing written. Call it when
+    :func:`is_locked` says no process holds the store (reading beside a writer is undefined)."""
+    try:
+        return ox.Store.read_only(str(target))
+    except (OSError, RuntimeError) as error:
+        raise StoreError(
+            f"cannot read the provenance store at '{target}': {error}. If it is damaged, "
+            f"`cnnprov export --store {target}` writes out what can still be read"
+        ) from error
+
+
+#: ``struct flock`` as Linux lays it out: type, whence, start, length, pid (and padding).
+_FLOCK = "hhqqi4x"
+
+
+def is_locked(target: Path) -> bool | None:
+    """Whether a process holds the store at ``target`` open for writing (RocksDB's lock on its
+    ``LOCK`` file); ``None`` when that cannot be asked.
+
+    Asked with an open-file-description lock query, which neither takes a lock nor needs write
+    access. The descriptor opened for it is closed again, which drops every POSIX lock *this*
+    process holds on the file: call it only when this process does not hold the store.
+    """
+    query = getattr(fcntl, "F_OFD_GETLK", None)  # Linux; elsewhere the advertisement must do
+    if query is None:
+        return None
+    try:
+        descriptor = os.open(target / "LOCK", os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        answer = fcntl.fcntl(descriptor, query, struct.pack(_FLOCK, fcntl.F_WRLCK, 0, 0, 0, 0))
+        return bool(struct.unpack(_FLOCK, answer)[0] != fcntl.F_UNLCK)
+    except OSError:
+        return None
+    finally:
+        os.close(descriptor)
+
+
+def locked_message(target: Path) -> str:
+    return _locked_message(target)
 
 
 def _locked_message(target: Path) -> str:

@@ -14,6 +14,7 @@ lists wait for it; a training thread that gets further ahead waits
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import queue
 import threading
@@ -27,6 +28,7 @@ from pyoxigraph import NamedNode, Quad
 
 from cnnprov.errors import StoreWriteError
 from cnnprov.storage.protocols import WriteTarget
+from cnnprov.storage.write_failures import WriteFailures, as_updates, recover, spill
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +110,8 @@ class QuadWriter:
         self._oldest_at: float | None = None
         self._handed_at = 0.0  # time.monotonic() of the last hand-over without waiting
         self._batches: queue.Queue[list[Any] | None] = queue.Queue(maxsize=max_batches)  # back-pressure
-        self._failed: list[Any] = []
+        self._failed: list[Any] = []  # in order: what a failed write left, tried again when due
+        self._failures = WriteFailures()
         self._written = 0  # writer thread: items of the current write already stored
         self._writing = 0  # items of the current write (not counting earlier failures)
         self._error: BaseException | None = None
@@ -199,8 +202,19 @@ class QuadWriter:
         """
         if self._closed:
             return
+        self._failures.retry_now()  # a last try, whenever the last failure was
         try:
-            self.flush(wait=True)
+            with contextlib.suppress(StoreWriteError):  # what it could not write is spilled below, or named lost
+                self.flush(wait=True)
+            if self._failed:
+                self._spill_failed()
+            if self._failed:
+                error, self._error = self._error, None
+                raise StoreWriteError(
+                    f"cnnprov could not write {len(self._failed)} records to the provenance store ({error}), "
+                    f"nor keep them in a spill file: they are lost"
+                ) from error
+            self._error = None
         finally:
             self._closed = True
             self._batches.put(None)
@@ -250,18 +264,42 @@ class QuadWriter:
     def _store_items(self, batch: list[Any]) -> None:
         """Store earlier failures and ``batch``; on an error keep what was not stored, to retry."""
         items = self._failed + batch if self._failed else batch
+        failures = self._failures
+        if not failures.due():
+            self._failed = items  # not yet: retrying at every hand-over costs more each time
+            return
+        if failures.failing:
+            recover(self._store)  # RocksDB keeps a handle in error after ENOSPC: a new one writes
         self._written = 0
         self._writing = len(batch)
         try:
             if items:
                 self._write(items)
             self._failed = []
+            failures.succeeded(len(items), self._where())
         except BaseException as error:
-            log.error("cnnprov could not write to the provenance store: %s", error)
             self._failed = items[self._written :]
             self._error = error
+            failures.failed(error, len(self._failed), self._where())
         finally:
             self._writing = 0
+
+    def _where(self) -> str:
+        return repr(getattr(self._store, "where", "") or self._store)
+
+    def _spill_failed(self) -> None:
+        """The writer closes with records its store still refuses: keep them in the target's spill
+        file (and say how to write them), or say that they are lost."""
+        count = len(self._failed)
+        path = spill(self._store, as_updates(self._failed, self._converted))
+        if path is None:
+            return  # _raise_pending_error says what was lost
+        self._failed, self._error = [], None
+        log.warning(
+            "cnnprov could not write %d records to the provenance store %s; they are kept in '%s'. "
+            "Write them when it takes writes again: cnnprov push --store %s %s",
+            count, self._where(), path, getattr(self._store, "where", "<the store>"), path,
+        )
 
     def _write(self, items: list[Any]) -> None:
         """Store ``items`` in order; ``self._written`` counts those stored, should one write fail.
@@ -324,10 +362,13 @@ class QuadWriter:
         if self._error is not None and not self._failed:
             self._error = None
         if self._error is not None:
+            if self._failures.reported:
+                return  # said once for this failure: training goes on, the records wait
             error, self._error = self._error, None
+            self._failures.reported = True
             raise StoreWriteError(
                 f"cnnprov could not write {len(self._failed)} buffered records to the provenance "
-                f"store ({error}); they are kept in memory and retried at the next flush"
+                f"store ({error}); they are kept in memory and tried again"
             ) from error
 
 
