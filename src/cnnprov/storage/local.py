@@ -16,6 +16,7 @@ the holder's read endpoint.
 from __future__ import annotations
 
 import atexit
+import gc
 import logging
 import os
 import threading
@@ -177,7 +178,11 @@ class LocalSession:
         self._reopened = True
         self._store = self._target.store = None  # the last references: RocksDB lets go of it
         try:
-            store = open_store(self.path, 0)
+            try:
+                store = open_store(self.path, 0)
+            except StoreOpenInThisProcessError:  # the old handle lives on in a reference cycle: collect it
+                gc.collect()
+                store = open_store(self.path, 0)
         except StoreError as error:
             log.debug("cnnprov could not reopen the provenance store %s: %s", self.path, error)
             return None

@@ -279,7 +279,8 @@ class QuadWriter:
             failures.succeeded(len(items), self._where())
         except BaseException as error:
             self._failed = items[self._written :]
-            self._error = error
+            # without its traceback, whose frames hold the store's handle: a reopen needs it let go of
+            self._error = error.with_traceback(None)
             failures.failed(error, len(self._failed), self._where())
         finally:
             self._writing = 0
