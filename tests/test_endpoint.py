@@ -190,3 +190,40 @@ def test_serve_needs_no_token_but_keeps_the_same_stance(tmp_path):
     finally:
         serving.terminate()
         serving.wait(timeout=30)
+
+
+def test_a_query_past_the_time_limit_is_abandoned_and_leaves_the_store_free(tmp_path, monkeypatch):
+    monkeypatch.setenv("CNNPROV_QUERY_TIME_LIMIT_S", "1")
+    path = tmp_path / "provenance"
+    session = cnnprov.open_session(path)
+    recorder = RunRecorder(session, name="served")
+    recorder.start()
+    recorder.finish()
+    recorder.close()
+    holder = read_holder(path)
+    # a cross product of every quad with itself four times over: billions of solutions, for minutes
+    endless = "SELECT * WHERE { ?a ?b ?c . ?d ?e ?f . ?g ?h ?i . ?j ?k ?l }"
+    started = time.monotonic()
+    status, body = ask(holder.url, endless, bearer(holder))
+    assert time.monotonic() - started < 15
+    assert status == 503 and "time limit of 1 s" in json.loads(body)["message"]
+    status, body = ask(holder.url, COUNT, bearer(holder))  # the endpoint goes on answering
+    assert status == 200 and int(json.loads(body)["results"]["bindings"][0]["n"]["value"]) > 0
+    session.close(wait=True)
+    cnnprov.open_session(path, serve_reads=False).close(wait=True)  # nothing holds the store any more
+
+
+def test_answers_keep_every_kind_of_term_as_the_sparql_json_format_has_it(served):
+    _, holder = served
+    query = (
+        'SELECT ?iri ?plain ?typed ?tagged ?blank WHERE { VALUES (?iri ?plain ?typed ?tagged) '
+        '{ (<http://example.org/x> "text" 42 "Wort"@de) } BIND(BNODE() AS ?blank) }'
+    )
+    status, body = ask(holder.url, query, bearer(holder))
+    assert status == 200
+    (row,) = json.loads(body)["results"]["bindings"]
+    assert row["iri"] == {"type": "uri", "value": "http://example.org/x"}
+    assert row["plain"] == {"type": "literal", "value": "text"}
+    assert row["typed"] == {"type": "literal", "value": "42", "datatype": "http://www.w3.org/2001/XMLSchema#integer"}
+    assert row["tagged"] == {"type": "literal", "value": "Wort", "xml:lang": "de"}
+    assert row["blank"]["type"] == "bnode"

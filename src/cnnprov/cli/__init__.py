@@ -201,6 +201,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_store(serve)
     serve.add_argument("--port", "-p", type=int, default=0, help="port on 127.0.0.1 (default: a free one)")
+    serve.add_argument(
+        "--time-limit", type=float, default=30.0, metavar="SECONDS",
+        help="abandon a query that takes longer, answering 503 (default: 30)",
+    )
     serve.set_defaults(handler=run_command.serve)
     return parser
 

@@ -162,7 +162,7 @@ def serve(args: argparse.Namespace) -> int:
                 f"given --store {path}); run `cnnprov serve` when it ends"
             ) from None
         raise
-    endpoint = ReadEndpoint(store, token="")  # any SPARQL client on this machine may ask it
+    endpoint = ReadEndpoint(store, token="", time_limit_s=args.time_limit)  # any SPARQL client here may ask it
     try:
         url = endpoint.start(port=args.port)
     except OSError as error:

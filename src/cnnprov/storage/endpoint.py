@@ -15,8 +15,9 @@ request, and refuses a ``Host:`` other than the address it is bound to, so that 
 cannot reach it through a renamed host. It sends no CORS headers. Every endpoint refuses
 ``SERVICE`` (the process would fetch a URL for whoever asks), bodies over
 :data:`MAX_REQUEST_BYTES`, more than :data:`MAX_CONNECTIONS` connections at once, and a
-connection idle for :data:`IDLE_TIMEOUT_S`; a malformed request gets a 4xx answer, never a
-traceback in the serving process's output.
+connection idle for :data:`IDLE_TIMEOUT_S`, and a query that runs past its time limit
+(:mod:`cnnprov.storage.answers`); a malformed request gets a 4xx answer, never a traceback in
+the serving process's output.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ from typing import Any
 import pyoxigraph as ox
 
 from cnnprov.rdf.sparql import mentions_keyword
+from cnnprov.storage.answers import QueryTimeLimitError, serialize_within
+from cnnprov.storage.answers import time_limit_s as answers_time_limit
 
 #: The largest request body (a query) the endpoint reads.
 MAX_REQUEST_BYTES = 1 << 20
@@ -54,10 +57,13 @@ class ReadEndpoint:
         store: the open store to serve.
         token: the bearer token every request must carry; ``None`` makes one up, ``""``
             serves without one (``cnnprov serve``, for any SPARQL client).
+        time_limit_s: how long a query may take before it is abandoned (default
+            ``$CNNPROV_QUERY_TIME_LIMIT_S``, else 5 s; see :mod:`cnnprov.storage.answers`).
     """
 
-    def __init__(self, store: ox.Store, token: str | None = None) -> None:
+    def __init__(self, store: ox.Store, token: str | None = None, time_limit_s: float | None = None) -> None:
         self._store: ox.Store | None = store
+        self.time_limit_s = time_limit_s if time_limit_s is not None else answers_time_limit()
         self.token = secrets.token_urlsafe(24) if token is None else token
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -221,18 +227,16 @@ class _Handler(BaseHTTPRequestHandler):
             return
 
         def answer() -> None:
-            result = self.endpoint.select(query)
-            if isinstance(result, ox.QueryTriples):
-                self._send(200, ox.serialize(result, format=ox.RdfFormat.N_TRIPLES) or b"", "application/n-triples")
-            else:
-                data = result.serialize(format=ox.QueryResultsFormat.JSON)
-                self._send(200, data, "application/sparql-results+json")
+            data, content_type = serialize_within(self.endpoint.select(query), self.endpoint.time_limit_s)
+            self._send(200, data, content_type)
 
         self._guarded(answer)
 
     def _guarded(self, action: Callable[[], None]) -> None:
         try:
             action()
+        except QueryTimeLimitError as error:
+            self._send(503, json.dumps({"error": "time limit", "message": str(error)}).encode(), "application/json")
         except (SyntaxError, RuntimeError, ValueError) as error:
             self._send(400, json.dumps({"error": "query", "message": str(error)}).encode(), "application/json")
         except OSError as error:
