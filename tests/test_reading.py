@@ -142,3 +142,23 @@ def test_training_into_a_damaged_store_fails_at_the_start_with_one_clear_line(tm
     trainer = tiny_trainer(tmp_path, ProvLogger(store=path), max_epochs=1)
     with pytest.raises(StoreError, match=r"cannot open the provenance store at .*Corruption.*other-dir"):
         trainer.fit(DigitsCNN(), datamodule=tiny_data())
+
+
+def test_a_read_in_the_process_that_holds_the_store_keeps_its_lock(tmp_path, monkeypatch):
+    """The lock check must not open RocksDB's LOCK file: closing it would drop this process's lock."""
+    import pyoxigraph as ox
+
+    from cnnprov.errors import StoreLockedError
+
+    monkeypatch.setenv("CNNPROV_READ_WAIT_S", "0.2")
+    path = tmp_path / "provenance"
+    record_a_run(path)
+    held = ox.Store(str(path))  # this process writes the store, outside any session
+    try:
+        with pytest.raises(StoreLockedError):  # held, and serving nothing: the read says so
+            ProvStore(path).runs()
+        opener = f"import pyoxigraph; pyoxigraph.Store({str(path)!r})"
+        second = subprocess.run([sys.executable, "-c", opener], capture_output=True, text=True)
+        assert second.returncode != 0 and "lock" in second.stderr.lower()  # still held: one writer only
+    finally:
+        del held

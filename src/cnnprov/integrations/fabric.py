@@ -16,12 +16,13 @@ from typing import Any
 
 import torch
 from lightning.fabric.loggers.logger import Logger, rank_zero_experiment
-from lightning.fabric.utilities.rank_zero import rank_zero_only
+from lightning.fabric.utilities.rank_zero import rank_zero_only, rank_zero_warn
 from lightning.fabric.wrappers import is_wrapped
 
 from cnnprov.capture.data import describe_loader
 from cnnprov.capture.environment import current_environment
 from cnnprov.capture.recorder import FAILED, SUCCESS, RunRecorder
+from cnnprov.errors import StoreWriteError
 from cnnprov.rdf.vocab import DEFAULT_BASE
 from cnnprov.storage.location import StoreLocation
 from cnnprov.storage.protocols import Session
@@ -189,7 +190,10 @@ class ProvFabricLogger(Logger):
             yield
             return
         recorder = self.experiment
-        recorder.epoch_started(index)
+        try:
+            recorder.epoch_started(index)
+        except StoreWriteError as error:  # never stop training over a failed write: it is kept and retried
+            rank_zero_warn(str(error))
         self._epoch = index
         self._check_learning_rates(recorder)  # a scheduler stepped between epochs
         try:

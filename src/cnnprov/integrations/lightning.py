@@ -12,10 +12,11 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers.logger import Logger, rank_zero_experiment
-from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
 
 from cnnprov.capture.environment import current_environment, prefetch_environment
 from cnnprov.capture.recorder import FAILED, RunRecorder
+from cnnprov.errors import CnnprovError
 from cnnprov.integrations import lightning_checkpoints as checkpoint_files
 from cnnprov.integrations.lightning_callback import CHECKPOINT_KEY, ProvCallback, epoch_is_ending, log_optimizers
 from cnnprov.integrations.lightning_settings import trainer_settings
@@ -313,11 +314,14 @@ class ProvLogger(Logger):
         recorder = self._recorder
         if recorder is None or recorder.started or recorder.started_at is None or self._borrowed:
             return
-        recorder.start()
         try:
-            self.record_saved_checkpoints()
-        finally:
-            recorder.close(wait=True)
+            recorder.start()
+            try:
+                self.record_saved_checkpoints()
+            finally:
+                recorder.close(wait=True)
+        except CnnprovError as error:  # the file is saved: the user's save must not fail over its record
+            rank_zero_warn(f"cnnprov could not record the checkpoint just saved: {error}")
 
     def _checkpoint_time(self, trainer: Trainer | None) -> tuple[int | None, int | None]:
         """The epoch a checkpoint saved now belongs to, and the step: the epoch still open (once

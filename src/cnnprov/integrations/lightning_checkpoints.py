@@ -3,7 +3,10 @@
 
 from __future__ import annotations
 
+import collections
 import os
+import pickle
+import zipfile
 from collections.abc import Callable
 from typing import Any
 
@@ -43,17 +46,51 @@ class RecordingCheckpointIO(CheckpointIO):
 def run_named_by(path: Any, key: str) -> str | None:
     """The run id a checkpoint file names (``ProvCallback.on_save_checkpoint`` put it there), if any.
 
-    The file is memory-mapped and its tensors are not read: this costs milliseconds whatever its
-    size. A file torch cannot read this way, or one without the entry, names none."""
-    import torch
-
+    Only the pickled index of the torch zip file is read, with every class it names replaced
+    by a stand-in and no tensor loaded: nothing of the file's own code runs, it costs
+    milliseconds whatever the file's size, and hyperparameters of any type do not get in the
+    way. A file that is not a torch zip file, or has no such entry, names none."""
     try:
-        checkpoint = torch.load(os.fspath(path), map_location="cpu", weights_only=True, mmap=True)
-    except Exception:  # not a torch zip file, or objects weights_only refuses: no name to go by
+        checkpoint = _index_of(os.fspath(path))
+    except Exception:  # not a torch zip file, or a pickle even stand-ins cannot read
         return None
     entry = checkpoint.get(key) if isinstance(checkpoint, dict) else None
     run_id = entry.get("run_id") if isinstance(entry, dict) else None
     return run_id if isinstance(run_id, str) else None
+
+
+class _StandIn:
+    """What a class named in a checkpoint's pickle becomes: anything, holding nothing."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def __setstate__(self, state: Any) -> None:
+        pass
+
+
+class _IndexReader(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in _PLAIN:  # containers the run-id entry is made of
+            return _PLAIN[(module, name)]
+        return _StandIn
+
+    def persistent_load(self, pid: Any) -> None:  # a tensor's storage: not read
+        return None
+
+
+_PLAIN: dict[tuple[str, str], Any] = {
+    ("collections", "OrderedDict"): collections.OrderedDict,
+    ("builtins", "set"): set,
+    ("builtins", "frozenset"): frozenset,
+}
+
+
+def _index_of(path: str) -> Any:
+    with zipfile.ZipFile(path) as archive:
+        index = next(name for name in archive.namelist() if name.endswith("/data.pkl") or name == "data.pkl")
+        with archive.open(index) as handle:
+            return _IndexReader(handle).load()
 
 
 def install(strategy: Any, listener: Callable[[], None]) -> RecordingCheckpointIO:

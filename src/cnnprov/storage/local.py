@@ -21,6 +21,7 @@ import logging
 import os
 import threading
 import time
+import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -79,7 +80,6 @@ class LocalSession:
         self.run_id = ""
         self._serve_reads = serve_reads
         self._store: ox.Store | None = None
-        self._target = LocalTarget(None, reopen=self._reopen, where=str(self.path))
         self._endpoint: Any = None
         self._open_lock = threading.Lock()
         self._open_error: BaseException | None = None
@@ -87,6 +87,8 @@ class LocalSession:
         self._closing = False
         self._users = 1  # this object's opener, and each share (open_local_session)
         self._reopened = False  # its handle was let go of after a failed write (see _reopen)
+        self._shutting = False
+        self._targets: weakref.WeakSet[LocalTarget] = weakref.WeakSet()  # one a run, sharing the store
         self._opener_closed = False
         with _SESSIONS_LOCK:
             other = _SESSIONS.get(_key(self.path))
@@ -125,8 +127,8 @@ class LocalSession:
         predecessor, self._predecessor = self._predecessor, None
         if predecessor is not None:
             predecessor.wait_released()
-        self._store = _open_waiting(self.path, self.location.lock_wait_s, opening=self)
-        self._target.store = self._store
+        self._set_store(_open_waiting(self.path, self.location.lock_wait_s, opening=self))
+        assert self._store is not None
         record_crashed_runs(self._store)  # what a killed writer could not: it held the store before us
         try:
             if self._serve_reads:
@@ -137,7 +139,7 @@ class LocalSession:
             self._advertise()
         except BaseException:
             self._endpoint = None
-            self._target.store = self._store = None
+            self._set_store(None)
             raise
 
     def __repr__(self) -> str:
@@ -154,14 +156,19 @@ class LocalSession:
         return LocalReader(self.store, serving_run=self.run_id or None)
 
     def target(self, run_id: str, spool: bool = True) -> LocalTarget:
-        """Where ``run_id``'s records go; the run is advertised as the one the store records."""
-        self.store  # noqa: B018 - open, or raise why it cannot be
+        """Where ``run_id``'s records go (a target of its own, on the session's store); the run is
+        advertised as the one the store records."""
+        if not self._reopened:
+            self.store  # noqa: B018 - open, or raise why it cannot be
+        # (after a failed write the store may not reopen yet: the run's records wait, or are spilled)
+        target = LocalTarget(self._store, reopen=self._reopen, where=str(self.path))
         # beside the store, named after the run: records it still refused when the run ended
-        self._target.spill_path = spill_path(self.path, run_id) if spool else None
+        target.spill_path = spill_path(self.path, run_id) if spool else None
+        self._targets.add(target)
         if run_id != self.run_id:
             self.run_id = run_id
             self._advertise()
-        return self._target
+        return target
 
     def _reopen(self) -> ox.Store | None:
         """After a failed write: let go of the store's handle and open it again (``None`` if it cannot
@@ -176,7 +183,7 @@ class LocalSession:
         if endpoint is not None:
             endpoint.serve(None)  # answers 503 meanwhile
         self._reopened = True
-        self._store = self._target.store = None  # the last references: RocksDB lets go of it
+        self._set_store(None)  # the last references: RocksDB lets go of it
         try:
             try:
                 store = open_store(self.path, 0)
@@ -186,10 +193,16 @@ class LocalSession:
         except StoreError as error:
             log.debug("cnnprov could not reopen the provenance store %s: %s", self.path, error)
             return None
-        self._store = self._target.store = store
+        self._set_store(store)
         if endpoint is not None:
             endpoint.serve(store)
         return store
+
+    def _set_store(self, store: ox.Store | None) -> None:
+        """The session's handle, and every run's target on it."""
+        self._store = store
+        for target in list(self._targets):
+            target.store = store
 
     def _advertise(self) -> None:
         endpoint = self._endpoint
@@ -213,15 +226,17 @@ class LocalSession:
         with _SESSIONS_LOCK:
             self._users -= 1
             last = self._users <= 0
+            if last:
+                self._closing = True  # under the lock: no new share takes a session that is shutting
         if last:
             self._shut(wait)
 
     def _shut(self, wait: bool) -> None:
-        if self._closing:
+        if self._shutting:
             if wait:
                 self._released.wait(RELEASE_WAIT_S)
             return
-        self._closing = True
+        self._shutting = self._closing = True
         endpoint, self._endpoint = self._endpoint, None
         if endpoint is not None:
             endpoint.stop(wait=wait)
@@ -239,8 +254,8 @@ class LocalSession:
     def _let_go(self) -> None:
         try:
             with self._open_lock:
-                store, self._store = self._store, None
-            self._target.store = None
+                store = self._store
+                self._set_store(None)
             if store is not None:
                 try:
                     store.flush()  # GIL released; the data is durable already (in RocksDB's log)
@@ -333,7 +348,7 @@ def wait_released(path: str | os.PathLike[str]) -> None:
 def _close_all() -> None:
     # sessions nobody closed, and those closing on daemon threads: let go before the interpreter ends
     for session in list(_SESSIONS.values()):
-        session.close(wait=True)
+        session._shut(wait=True)  # shares nobody closed included: the store is let go of properly
 
 
 def open_local_reader(location: StoreLocation) -> Any:
@@ -354,8 +369,16 @@ def open_local_reader(location: StoreLocation) -> Any:
         elif session is not None:
             session.wait_released()  # this process is letting go of it: it holds the lock until then
         check_readable(path)
-        if not is_locked(path):  # nobody writes it: read it read-only (no lock, no files left)
+        locked = is_locked(path)
+        if locked is False:  # nobody writes it: read it read-only (no lock, no files left)
             return LocalReader(open_read_only(path), owned=True)
+        if locked is None:  # cannot be told here: an open for writing says, by failing if it is held
+            try:
+                return LocalReader(_open_waiting(path, 0), owned=True)
+            except StoreOpenInThisProcessError:
+                raise
+            except StoreLockedError:
+                pass
         holder = read_holder(path)
         if holder is not None and holder.url and holder.alive is not False:
             from cnnprov.storage.remote import RemoteStore

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -49,13 +50,23 @@ class LocalTarget:
                 self._unflushed = 0
 
     def spill(self, texts: list[str]) -> Path | None:
-        """Keep SPARQL Update requests the store did not take in the spill file; its path."""
+        """Keep SPARQL Update requests the store did not take in the spill file; its path.
+
+        Beside the store first; where that disk is full too, in the system's temporary directory.
+        A spill file is written whole or not at all, so ``cnnprov push`` never meets half an entry.
+        """
         if self.spill_path is None:
             return None
-        spool = Spool(self.spill_path)
-        for text in texts:
-            spool.append(text)
-        return self.spill_path
+        fallback = Path(tempfile.gettempdir()) / "cnnprov-spill" / self.spill_path.name
+        error: OSError | None = None
+        for path in (self.spill_path, fallback):
+            try:
+                Spool(path).append_all(texts)
+                return path
+            except OSError as refused:
+                error = refused
+        assert error is not None
+        raise error
 
     def _open(self) -> ox.Store:
         if self.store is None:

@@ -2,15 +2,13 @@
 
 RocksDB lets one process open a store for writing at a time; an open that finds it held waits a
 moment (a run about to let go), then says who holds it (:mod:`cnnprov.storage.advertisement`).
-Reads open it read-only (:func:`open_read_only`): they take no lock and leave no files, so they
-work on read-only media and for other users.
+Reads open it read-only (:func:`open_read_only`) when no process holds it (:func:`is_locked`):
+they take no lock and leave no files, so they work on read-only media and for other users.
 """
 
 from __future__ import annotations
 
-import fcntl
 import os
-import struct
 import time
 from pathlib import Path
 
@@ -101,32 +99,25 @@ def open_read_only(target: Path) -> ox.Store:
         ) from error
 
 
-#: ``struct flock`` as Linux lays it out: type, whence, start, length, pid (and padding).
-_FLOCK = "hhqqi4x"
+#: The kernel's table of file locks (Linux): reading it opens no file of the store.
+_PROC_LOCKS = Path("/proc/locks")
 
 
 def is_locked(target: Path) -> bool | None:
     """Whether a process holds the store at ``target`` open for writing (RocksDB's lock on its
-    ``LOCK`` file); ``None`` when that cannot be asked.
+    ``LOCK`` file); ``None`` when that cannot be told (no ``/proc/locks``, no ``LOCK`` file).
 
-    Asked with an open-file-description lock query, which neither takes a lock nor needs write
-    access. The descriptor opened for it is closed again, which drops every POSIX lock *this*
-    process holds on the file: call it only when this process does not hold the store.
+    Read from the kernel's lock table, matched by the file's device and inode: the ``LOCK`` file
+    itself is never opened, since closing any descriptor of it would drop the POSIX locks this
+    process holds on it (RocksDB's, when this process is the writer).
     """
-    query = getattr(fcntl, "F_OFD_GETLK", None)  # Linux; elsewhere the advertisement must do
-    if query is None:
-        return None
     try:
-        descriptor = os.open(target / "LOCK", os.O_RDONLY)
+        status = (target / "LOCK").stat()
+        table = _PROC_LOCKS.read_text()
     except OSError:
         return None
-    try:
-        answer = fcntl.fcntl(descriptor, query, struct.pack(_FLOCK, fcntl.F_WRLCK, 0, 0, 0, 0))
-        return bool(struct.unpack(_FLOCK, answer)[0] != fcntl.F_UNLCK)
-    except OSError:
-        return None
-    finally:
-        os.close(descriptor)
+    key = f"{os.major(status.st_dev):02x}:{os.minor(status.st_dev):02x}:{status.st_ino}"
+    return any(key in line.split() for line in table.splitlines())
 
 
 def locked_message(target: Path) -> str:

@@ -57,6 +57,22 @@ class Spool:
             handle.flush()
             os.fsync(handle.fileno())
 
+    def append_all(self, texts: list[str]) -> None:
+        """Append every request in one write, or none: a failed write is cut off again."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        header = json.dumps({"at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "pid": os.getpid()})
+        data = memoryview("".join(f"{_SPOOL_HEADER} {header}\n{text.rstrip()} ;\n" for text in texts).encode())
+        with _open_locked(self.path, "a") as handle:
+            descriptor = handle.fileno()  # written past Python's buffer, so that a failure leaves nothing in it
+            start = os.lseek(descriptor, 0, os.SEEK_END)
+            try:
+                while data:
+                    data = data[os.write(descriptor, data) :]
+                os.fsync(descriptor)
+            except OSError:
+                os.ftruncate(descriptor, start)
+                raise
+
     def count(self) -> int:
         return len(self.entries())
 

@@ -263,11 +263,11 @@ class QuadWriter:
 
     def _store_items(self, batch: list[Any]) -> None:
         """Store earlier failures and ``batch``; on an error keep what was not stored, to retry."""
-        items = self._failed + batch if self._failed else batch
         failures = self._failures
         if not failures.due():
-            self._failed = items  # not yet: retrying at every hand-over costs more each time
+            self._failed.extend(batch)  # not yet: retrying at every hand-over costs more each time
             return
+        items = self._failed + batch if self._failed else batch
         if failures.failing:
             recover(self._store)  # RocksDB keeps a handle in error after ENOSPC: a new one writes
         self._written = 0
