@@ -110,7 +110,7 @@ def train_once(kind: str, epochs: int, smoke: bool) -> dict[str, float]:
             "train_thread_cpu_s": time.thread_time() - thread,
         }
     finally:
-        if kind == "prov":  # it lets go of its store in the background (BENCHMARKS.md); not timed
+        if kind == "prov":  # finalize lets go of the store before fit returns: this finds nothing to wait for
             wait_released(root / "provenance")
         shutil.rmtree(root, ignore_errors=True)
 
