@@ -162,3 +162,17 @@ def test_a_read_in_the_process_that_holds_the_store_keeps_its_lock(tmp_path, mon
         assert second.returncode != 0 and "lock" in second.stderr.lower()  # still held: one writer only
     finally:
         del held
+
+
+def test_a_stale_advertisement_naming_a_live_process_does_not_stop_a_read(tmp_path):
+    """The process an old advertisement names may live on (pid 1 does); the store itself says it is free."""
+    import json
+    import socket
+
+    path = tmp_path / "provenance"
+    run_id = record_a_run(path)
+    advert = {"pid": 1, "host": socket.gethostname(), "run_id": "gone", "since": "2026-01-01T00:00:00+0000",
+              "url": "http://127.0.0.1:9/sparql", "token": "stale"}
+    (path / "cnnprov-writer.json").write_text(json.dumps(advert))
+    assert run_id in ok("runs", "--store", path)
+    assert [r["run_id"] for r in ProvStore(path).runs().to_dicts()] == [run_id]
