@@ -30,7 +30,7 @@ import pyoxigraph as ox
 from cnnprov.errors import StoreError, StoreLockedError, StoreOpenInThisProcessError
 from cnnprov.storage.advertisement import advertise, read_holder, withdraw
 from cnnprov.storage.crashes import record_crashed_runs
-from cnnprov.storage.local_handles import LocalReader, LocalTarget
+from cnnprov.storage.local_handles import LocalReader, LocalTarget, SharedSession
 from cnnprov.storage.location import StoreLocation
 from cnnprov.storage.opening import (
     check_readable,
@@ -271,37 +271,6 @@ class LocalSession:
         with _SESSIONS_LOCK:
             if _SESSIONS.get(_key(self.path)) is self:
                 del _SESSIONS[_key(self.path)]
-
-
-class SharedSession:
-    """Another user's hold on a :class:`LocalSession` of this process: two loggers of one Trainer,
-    or two recorders, on one store. Closing it lets go of the store only if it is the last hold."""
-
-    def __init__(self, session: LocalSession) -> None:
-        self.session = session
-        self.location = session.location
-        self._closed = False
-
-    def __repr__(self) -> str:
-        return f"SharedSession({str(self.session.path)!r})"
-
-    @property
-    def reader(self) -> LocalReader:
-        return self.session.reader
-
-    def target(self, run_id: str, spool: bool = True) -> LocalTarget:
-        return self.session.target(run_id, spool)
-
-    def close(self, wait: bool = False) -> None:
-        if not self._closed:
-            self._closed = True
-            self.session._leave(wait)
-
-    def __enter__(self) -> SharedSession:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
 
 def open_local_session(location: StoreLocation, serve_reads: bool = True, lazy: bool = False) -> Session:

@@ -1,17 +1,21 @@
-"""Writing and reading an open embedded store: a run's :class:`LocalTarget` and a :class:`LocalReader`."""
+"""Handles on an open embedded store: a run's :class:`LocalTarget`, a :class:`LocalReader`, and a
+:class:`SharedSession` (another user's hold on a session of this process)."""
 
 from __future__ import annotations
 
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyoxigraph as ox
 
 from cnnprov.errors import StoreError
 from cnnprov.rdf.sparql import Term, replace_operation
 from cnnprov.storage.spool import Spool
+
+if TYPE_CHECKING:
+    from cnnprov.storage.local import LocalSession
 
 #: After this many quads RocksDB writes its in-memory tables to disk. As Oxigraph configures it,
 #: it lets them grow to ~2 GiB before it does so itself; this often keeps a million-step run's
@@ -137,3 +141,34 @@ class LocalReader:
     def close(self) -> None:
         if self._owned:
             self._store = None  # the last reference: RocksDB lets go of the store
+
+
+class SharedSession:
+    """Another user's hold on a :class:`LocalSession` of this process: two loggers of one Trainer,
+    or two recorders, on one store. Closing it lets go of the store only if it is the last hold."""
+
+    def __init__(self, session: LocalSession) -> None:
+        self.session = session
+        self.location = session.location
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"SharedSession({str(self.session.path)!r})"
+
+    @property
+    def reader(self) -> LocalReader:
+        return self.session.reader
+
+    def target(self, run_id: str, spool: bool = True) -> LocalTarget:
+        return self.session.target(run_id, spool)
+
+    def close(self, wait: bool = False) -> None:
+        if not self._closed:
+            self._closed = True
+            self.session._leave(wait)
+
+    def __enter__(self) -> SharedSession:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
