@@ -6,6 +6,7 @@ import math
 
 import pytest
 
+import cnnprov
 from cnnprov import ProvStore, RunRecorder
 from cnnprov.capture.summaries import RunningSummary
 
@@ -27,6 +28,8 @@ SELECT ?run_id ?name ?count ?low ?high ?last ?low_epoch ?high_epoch ?last_epoch 
     OPTIONAL { ?summary cnnprov:lastEpoch ?last_epoch }
   }
 }"""
+
+CP = "https://w3id.org/cnnprov/ns#"
 
 VALUES = PREFIXES + """
 SELECT ?run_id ?name ?node ?value ?epoch WHERE {
@@ -289,3 +292,47 @@ def test_a_resumed_run_counts_each_epoch_once_and_an_epoch_in_progress_as_starte
     second.close()
     recorded = assert_epoch_statistics_agree(store)
     assert recorded[first.run_id] == {"started": 3, "ended": 3, "total": 0.5 + 102.0 + 1.0, "slowest": 102.0}
+
+
+def test_a_crashed_runs_summaries_are_rewritten_from_its_values_by_the_next_writer(tmp_path):
+    """A kill between a write of values and the update of their summaries leaves summaries behind
+    the values; the next writer that opens the store finds the run crashed and folds them again."""
+    import socket
+    import subprocess
+    import sys
+
+    import pyoxigraph as ox
+
+    from cnnprov.storage.local import wait_released
+
+    path = tmp_path / "provenance"
+    recorder = RunRecorder(path, name="killed", serve_reads=False)
+    recorder.start()
+    for epoch, (loss, acc) in enumerate([(0.9, 0.5), (0.4, 0.9)]):
+        recorder.epoch_started(epoch)
+        recorder.log_metrics({"val_loss": loss, "val_acc": acc, "epoch": epoch}, step=epoch)
+        recorder.epoch_ended(epoch)
+    recorder.finish("success")
+    recorder.close(wait=True)
+    wait_released(path)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    run, graph = recorder.run.value, recorder.bundle.value
+    store = ox.Store(str(path))  # what a kill leaves: a run still "running", summaries behind its values
+    store.update(
+        f"""DELETE {{ GRAPH <{graph}> {{ <{run}> <{CP}status> ?s ; <{CP}processId> ?p ; <{CP}hostname> ?h ;
+                                        <http://www.w3.org/ns/prov#endedAtTime> ?e }} }}
+            WHERE {{ GRAPH <{graph}> {{ <{run}> <{CP}status> ?s ; <{CP}processId> ?p ; <{CP}hostname> ?h ;
+                                        <http://www.w3.org/ns/prov#endedAtTime> ?e }} }} ;
+            INSERT DATA {{ GRAPH <{graph}> {{ <{run}> <{CP}status> "running" ; <{CP}processId> {dead.stdout.strip()} ;
+                                             <{CP}hostname> "{socket.gethostname()}" }} }} ;
+            DELETE {{ GRAPH <{graph}> {{ ?s <{CP}maxValue> ?v ; <{CP}valueCount> ?n }} }}
+            INSERT {{ GRAPH <{graph}> {{ ?s <{CP}maxValue> 0.5 ; <{CP}valueCount> 1 }} }}
+            WHERE {{ GRAPH <{graph}> {{ ?s a <{CP}MetricSummary> ; <{CP}maxValue> ?v ; <{CP}valueCount> ?n }} }}"""
+    )
+    del store
+    assert ProvStore(path).query("best-runs", metric="val_acc").to_dicts()[0]["best"] == 0.5  # behind
+    cnnprov.open_session(path, serve_reads=False).close(wait=True)  # the next writer to open the store
+    store = ProvStore(path)
+    assert store.runs().to_dicts()[0]["status"] == "crashed"
+    assert store.query("best-runs", metric="val_acc").to_dicts()[0]["best"] == 0.9  # what the values say
+    assert recorded_summaries(store) == expected_summaries(store)

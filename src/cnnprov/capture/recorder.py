@@ -29,6 +29,7 @@ from cnnprov.capture.files import file_sha256
 from cnnprov.capture.resume import RecordedRun, find_checkpoint, read_run
 from cnnprov.capture.run_events import RunEvents
 from cnnprov.capture.run_state import RunState
+from cnnprov.capture.summary_repair import rewrite_summaries
 from cnnprov.rdf.vocab import (
     CNNPROV,
     DEFAULT_BASE,
@@ -41,11 +42,14 @@ from cnnprov.rdf.vocab import (
     iri_segment,
     string_literal,
 )
+from cnnprov.storage.crashes import register_repair
 from cnnprov.storage.location import StoreLocation
 from cnnprov.storage.protocols import Session, WriteTarget
 from cnnprov.storage.writer import DEFAULT_MAX_BUFFERED, QuadWriter, Replace
 
 __all__ = ["FAILED", "RUNNING", "SUCCESS", "RunRecorder", "file_sha256"]
+
+register_repair(rewrite_summaries)  # a writer that opens a store puts right the summaries of crashed runs
 
 #: Run statuses as recorded (Lightning's ``finalize`` gives the last three).
 RUNNING, SUCCESS, FAILED = "running", "success", "failed"

@@ -103,11 +103,11 @@ def read_run(store: ReadStore, run: NamedNode, bundle: NamedNode) -> RecordedRun
         if index is not None and isinstance(subject, NamedNode):
             record.optimizers[index] = subject
     _read_learning_rates(store, record, optimizer_prefix)
-    record.summaries = _fold_values(store, run, bundle)
+    record.summaries = fold_values(store, run, bundle)
     return record
 
 
-def _fold_values(store: ReadStore, run: NamedNode, bundle: NamedNode) -> dict[str, RunningSummary]:
+def fold_values(store: ReadStore, run: NamedNode, bundle: NamedNode) -> dict[str, RunningSummary]:
     """Each measure's summary, from every value stored (those of an interrupted epoch too), in logging order."""
     prefix = run.value + "/value/"
     values = []

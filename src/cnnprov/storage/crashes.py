@@ -12,16 +12,28 @@ from __future__ import annotations
 import logging
 import os
 import socket
+from collections.abc import Callable
 
 import pyoxigraph as ox
 
 from cnnprov.rdf.sparql import replace_operation
-from cnnprov.rdf.vocab import CNNPROV, CNNPROV_NS, PROV, PROV_NS, string_literal
+from cnnprov.rdf.vocab import CNNPROV, CNNPROV_NS, PROV, PROV_NS, RDF, string_literal
 from cnnprov.storage.advertisement import is_process_alive
 
 log = logging.getLogger(__name__)
 
 CRASHED = "crashed"
+
+#: What else is put right in a run found crashed, after its status: ``repair(store, run, graph)``.
+#: The capture layer registers the rewrite of a run's summaries from its stored values, which a
+#: kill between a write of values and the update of their summaries leaves behind.
+_REPAIRS: list[Callable[[ox.Store, ox.NamedNode, ox.NamedNode], None]] = []
+
+
+def register_repair(repair: Callable[[ox.Store, ox.NamedNode, ox.NamedNode], None]) -> None:
+    """Run ``repair`` on every run :func:`record_crashed_runs` records as crashed (once per callable)."""
+    if repair not in _REPAIRS:
+        _REPAIRS.append(repair)
 
 # Selective: only nodes whose status is "running" (a handful in a store of thousands of runs).
 _RUNNING = f"""
@@ -61,9 +73,20 @@ def record_crashed_runs(store: ox.Store) -> list[str]:
                 updates.append(replace_operation(node, PROV.endedAtTime, graph, [found["last"]]))
         store.update(" ;\n".join(updates))
         crashed.append(node.value)
+        if isinstance(node, ox.NamedNode) and isinstance(graph, ox.NamedNode) and _is_run(store, node, graph):
+            for repair in _REPAIRS:
+                try:
+                    repair(store, node, graph)
+                except Exception as error:  # the status is recorded all the same
+                    # the text only: the error's traceback holds the store open
+                    log.warning("cnnprov could not bring the crashed run %s up to date: %s", node.value, str(error))
     if crashed:
         log.warning(
             "cnnprov recorded %d run(s) and attempt(s) as crashed: their process ended without recording an end",
             len(crashed),
         )
     return crashed
+
+
+def _is_run(store: ox.Store, node: ox.NamedNode, graph: ox.NamedNode) -> bool:
+    return any(True for _ in store.quads_for_pattern(node, RDF.type, CNNPROV.TrainingRun, graph))
