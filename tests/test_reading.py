@@ -19,7 +19,7 @@ import cnnprov
 from cnnprov import ProvStore, RunRecorder
 from cnnprov.errors import StoreError
 
-from helpers import CLI, IS_ROOT, cli_env, ok, tmpfs
+from helpers import CLI, IS_ROOT, cli_env, not_run, ok, tmpfs
 
 
 def record_a_run(path: Path, name: str = "recorded") -> str:
@@ -64,12 +64,12 @@ def other_user_python() -> list[str]:
     """A Python that user ``nobody`` may run, importing this cnnprov and its dependencies (this
     interpreter may live under root's home, which nobody can enter)."""
     if not IS_ROOT:
-        pytest.skip("not run: reading as another user needs root to become one (CI runs as root)")
+        not_run("reading as another user needs root to become one (CI runs as root)")
     system = Path("/usr/bin/python3")
     asked = [str(system), "-c", "import sys; print(sys.version_info[:2])"]
     version = subprocess.run(asked, capture_output=True, text=True).stdout.strip() if system.exists() else ""
     if version != str(sys.version_info[:2]):
-        pytest.skip(f"not run: no /usr/bin/python3 of Python {sys.version_info[:2]} for another user to run")
+        not_run(f"there is no /usr/bin/python3 of Python {sys.version_info[:2]} for another user to run")
     paths = [str(Path(cnnprov.__file__).resolve().parent.parent), *site.getsitepackages()]
     return [str(system), "-c", f"import sys; sys.path[:0] = {paths!r}; from cnnprov.cli import main; sys.exit(main())"]
 

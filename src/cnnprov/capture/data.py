@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from cnnprov.capture.hyperparameters import class_path
+
 #: How deep wrappers (``Subset`` of a ``Subset`` …) are unwrapped before giving up.
 _MAX_WRAPPERS = 16
 
@@ -26,7 +28,7 @@ def describe_loader(loader: Any, batch_count: int | float | None = None) -> Data
     if batch_count is None or not _is_count(batch_count):
         batch_count = _length(loader)
     return DataDescription(
-        dataset_class=_class_path(underlying_dataset(dataset)) if dataset is not None else None,
+        dataset_class=class_path(underlying_dataset(dataset)) if dataset is not None else None,
         sample_count=_length(dataset),
         batch_size=getattr(loader, "batch_size", None),
         batch_count=int(batch_count) if batch_count is not None else None,
@@ -60,7 +62,3 @@ def _length(obj: Any) -> int | None:
     except Exception:  # iterable datasets have no length
         return None
 
-
-def _class_path(obj: Any) -> str:
-    cls = type(obj)
-    return f"{cls.__module__}.{cls.__qualname__}"

@@ -108,6 +108,12 @@ def scalar(value: Any) -> Scalar:
     return _safe_str(value)
 
 
+def class_path(obj: Any) -> str:
+    """``module.QualName`` of ``obj``'s class: how records name the Python class of a model, optimizer…"""
+    cls = type(obj)
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
 def _qualified_name(value: Any) -> str:
     """``module.QualName`` of a function or class (its ``str`` would carry a memory address)."""
     module = getattr(value, "__module__", None)

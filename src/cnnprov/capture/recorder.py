@@ -224,20 +224,23 @@ class RunRecorder(RunEvents):
                 found = None
             if found is not None:
                 checkpoint, run, bundle = found
-                recorded = read_run(store, run, bundle)
+                recorded = self._adopt(store, run, bundle)
                 if recorded is not None:
-                    self.run, self.bundle, self.run_id = run, bundle, recorded.run_id
-                    self.name = recorded.name or self.name
                     return recorded, checkpoint
             if written_by is not None and written_by != self.run_id:
                 segment = iri_segment(written_by)
-                run, bundle = iri(self.base, "run", segment), iri(self.base, "bundle", segment)
-                recorded = read_run(store, run, bundle)
+                recorded = self._adopt(store, iri(self.base, "run", segment), iri(self.base, "bundle", segment))
                 if recorded is not None:
-                    self.run, self.bundle, self.run_id = run, bundle, recorded.run_id
-                    self.name = recorded.name or self.name
                     return recorded, None
         return read_run(store, self.run, self.bundle), None
+
+    def _adopt(self, store: Any, run: NamedNode, bundle: NamedNode) -> RecordedRun | None:
+        """The stored run ``run`` (in ``bundle``), which this recorder then continues: its ids and name."""
+        recorded = read_run(store, run, bundle)
+        if recorded is not None:
+            self.run, self.bundle, self.run_id = run, bundle, recorded.run_id
+            self.name = recorded.name or self.name
+        return recorded
 
     def _continue(self, recorded: RecordedRun, env: RunEnvironment, checkpoint: NamedNode | None) -> None:
         """Pick up a stored run: its numbering, its open status, and a new attempt."""

@@ -275,7 +275,3 @@ def _not_started() -> None:
         "made by hand), or start() again to add to a run after close()"
     )
 
-
-def _class_path(obj: Any) -> str:
-    cls = type(obj)
-    return f"{cls.__module__}.{cls.__qualname__}"

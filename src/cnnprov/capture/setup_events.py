@@ -15,6 +15,7 @@ from pyoxigraph import NamedNode, Quad
 
 from cnnprov.capture import architecture_records, learning_rate_records, records
 from cnnprov.capture.architecture import ModelDescription
+from cnnprov.capture.hyperparameters import class_path
 from cnnprov.capture.run_state import RunState
 from cnnprov.capture.series import PointSeries
 from cnnprov.capture.trainer_settings import trainer_configuration
@@ -88,7 +89,7 @@ class SetupEvents:
             return state.optimizers[index]
         node = state.optimizers[index] = records.optimizer_node(self.run, index)
         groups = optimizer.param_groups
-        self._add_all(records.optimizer(self.run, self.base, index, _class_path(optimizer), groups))
+        self._add_all(records.optimizer(self.run, self.base, index, class_path(optimizer), groups))
         for group_index, group in enumerate(groups):
             if "lr" in group:  # the setting a learning-rate change derives from
                 setting = records.setting_node(records.group_node(node, group_index), "lr")
@@ -108,7 +109,7 @@ class SetupEvents:
         adjusts = self._state.optimizers.get(optimizer_index)
         state = scheduler.state_dict() if hasattr(scheduler, "state_dict") else {}
         self._add_all(
-            records.scheduler(self.run, self.base, index, _class_path(scheduler), state, adjusts, interval, frequency)
+            records.scheduler(self.run, self.base, index, class_path(scheduler), state, adjusts, interval, frequency)
         )
 
     def learning_rates_used(self, optimizer_index: int, param_groups: Sequence[Mapping[str, Any]], step: int) -> None:
@@ -204,7 +205,3 @@ def _rate(group: Mapping[str, Any]) -> float | None:
     return None if lr is None else float(lr)
 
 
-
-def _class_path(obj: Any) -> str:
-    cls = type(obj)
-    return f"{cls.__module__}.{cls.__qualname__}"

@@ -21,6 +21,7 @@ from lightning.fabric.wrappers import is_wrapped
 
 from cnnprov.capture.data import describe_loader
 from cnnprov.capture.environment import current_environment
+from cnnprov.capture.hyperparameters import class_path
 from cnnprov.capture.recorder import FAILED, SUCCESS, RunRecorder
 from cnnprov.errors import StoreWriteError
 from cnnprov.rdf.vocab import DEFAULT_BASE
@@ -140,8 +141,7 @@ class ProvFabricLogger(Logger):
         """Record the model's class as the run's plan and its layers, unwrapped from Fabric's module."""
         model = unwrapped(model)
         recorder = self.experiment
-        cls = type(model)
-        recorder.log_plan(f"{cls.__module__}.{cls.__qualname__}")
+        recorder.log_plan(class_path(model))
         recorder.log_architecture(model)
 
     @rank_zero_only

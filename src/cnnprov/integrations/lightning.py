@@ -15,6 +15,7 @@ from lightning.pytorch.loggers.logger import Logger, rank_zero_experiment
 from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
 
 from cnnprov.capture.environment import current_environment, prefetch_environment
+from cnnprov.capture.hyperparameters import class_path
 from cnnprov.capture.recorder import FAILED, RunRecorder
 from cnnprov.errors import CnnprovError
 from cnnprov.integrations import lightning_checkpoints as checkpoint_files
@@ -224,14 +225,12 @@ class ProvLogger(Logger):
         first_stage = self._recorder is None or self._recorder.started_at is None
         resume_from = trainer.ckpt_path if trainer is not None and fitting and first_stage else None
         recorder = self._started(resume_from=resume_from)
-        cls = type(model)
-        recorder.log_plan(f"{cls.__module__}.{cls.__qualname__}")
+        recorder.log_plan(class_path(model))
         recorder.log_architecture(model, after_first_step=fitting)  # traced in the first step (ProvCallback)
         if trainer is None:
             return
         self._trainer_ref = weakref.ref(trainer)
-        trainer_class = f"{type(trainer).__module__}.{type(trainer).__qualname__}"
-        recorder.log_trainer_settings(trainer_class, trainer_settings(trainer))
+        recorder.log_trainer_settings(class_path(trainer), trainer_settings(trainer))
         # The recorder numbers Lightning's epochs in the run's count (see the class docstring); with a
         # checkpoint Lightning restores its epoch counter, which is then the run's.
         stage = str(trainer.state.fn.value) if trainer.state.fn is not None else None

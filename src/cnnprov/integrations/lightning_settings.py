@@ -7,6 +7,8 @@ from typing import Any
 import torch
 from lightning.pytorch import Trainer
 
+from cnnprov.capture.hyperparameters import class_path
+
 #: Trainer attributes recorded as they are (public, and scalars or None).
 _ATTRIBUTES = (
     "precision",
@@ -44,14 +46,10 @@ def trainer_settings(trainer: Trainer) -> dict[str, Any]:
             continue
         if value is None or isinstance(value, (bool, int, float, str)):
             settings[name] = value
-    settings["strategy"] = _class_path(trainer.strategy)
-    settings["accelerator"] = _class_path(trainer.accelerator)
+    settings["strategy"] = class_path(trainer.strategy)
+    settings["accelerator"] = class_path(trainer.accelerator)
     settings["devices"] = trainer.num_devices
     settings["deterministic"] = torch.are_deterministic_algorithms_enabled()
     settings["benchmark"] = bool(torch.backends.cudnn.benchmark)
     return settings
 
-
-def _class_path(obj: Any) -> str:
-    cls = type(obj)
-    return f"{cls.__module__}.{cls.__qualname__}"
