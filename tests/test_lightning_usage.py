@@ -87,3 +87,30 @@ def test_checkpoints_saved_by_hand_during_and_after_fit_are_recorded_in_epochs_t
         DigitsCNN(), datamodule=tiny_data(), ckpt_path=tmp_path / "final.ckpt"
     )
     assert resumed.run_id == logger.run_id
+
+
+def test_a_plateau_scheduler_resumed_and_tested_keeps_one_value_per_setting(tmp_path):
+    """ReduceLROnPlateau's state changes as it trains; its settings are recorded once, as it started."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from cnnprov.analysis.validate import validate_store
+
+    class Plateau(DigitsCNN):
+        def configure_optimizers(self):
+            optimizer = torch.optim.SGD(self.parameters(), lr=0.05)
+            scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, patience=0)
+            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": "val_loss"}}
+
+    store_path = tmp_path / "provenance"
+
+    def fit(epochs: int, ckpt: str | None) -> ProvLogger:
+        logger = ProvLogger(store=store_path, version="plateau")
+        trainer = tiny_trainer(tmp_path, logger, max_epochs=epochs, callbacks=[ModelCheckpoint(save_last=True)])
+        trainer.fit(Plateau(), datamodule=tiny_data(), ckpt_path=ckpt)
+        trainer.test(datamodule=tiny_data())
+        return logger
+
+    first, second = fit(2, None), fit(3, "last")
+    assert first.run_id == second.run_id
+    report = validate_store(store_path)
+    assert report.conforms, [finding for run in report.runs for finding in run.findings]

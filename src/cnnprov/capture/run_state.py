@@ -43,6 +43,10 @@ class RunState:
     rate_points: dict[tuple[int, int], PointSeries] = field(default_factory=dict)  # changes not yet written
     rate_points_epoch: int | None = None  # the epoch (the run's) the changes not yet written took effect in
     optimizers: dict[int, NamedNode] = field(default_factory=dict)
+    # Schedulers recorded (by index): each once, with the settings it started with. A continued run
+    # whose earlier attempt recorded its optimizers recorded its schedulers with them.
+    schedulers: set[int] = field(default_factory=set)
+    schedulers_recorded_before: bool = False
     attempt: NamedNode | None = None
     epoch_statistics: EpochStatistics = field(default_factory=EpochStatistics)
     hyperparameter_texts: dict[str, str] = field(default_factory=dict)  # path → value text, for the listing literal
@@ -59,6 +63,7 @@ class RunState:
         self.epoch_statistics = EpochStatistics(len(recorded.epochs), recorded.epoch_seconds)
         self.learning_rate_series = recorded.learning_rate_series
         self.optimizers.update(recorded.optimizers)
+        self.schedulers_recorded_before = bool(recorded.optimizers)
         self.learning_rates.update(recorded.learning_rates)
         self.trainer_recorded = True  # a continued run keeps its first attempt's loop settings
         for (optimizer, group), (_, rate) in sorted(recorded.learning_rates.items()):

@@ -105,8 +105,14 @@ class SetupEvents:
         interval: str | None = None,
         frequency: int | None = None,
     ) -> None:
-        """Record a learning-rate scheduler, its settings and the optimizer it adjusts."""
-        adjusts = self._state.optimizers.get(optimizer_index)
+        """Record a learning-rate scheduler, its settings and the optimizer it adjusts (once per run:
+        a later stage or attempt finds it recorded; its changing state, such as ``ReduceLROnPlateau``'s
+        best value, is not a setting given twice)."""
+        run_state = self._state
+        if index in run_state.schedulers or run_state.schedulers_recorded_before:
+            return
+        run_state.schedulers.add(index)
+        adjusts = run_state.optimizers.get(optimizer_index)
         state = scheduler.state_dict() if hasattr(scheduler, "state_dict") else {}
         self._add_all(
             records.scheduler(self.run, self.base, index, class_path(scheduler), state, adjusts, interval, frequency)
