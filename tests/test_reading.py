@@ -7,12 +7,13 @@ elsewhere they are reported as not run.
 
 from __future__ import annotations
 
-import site
+import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
+import pyoxigraph
 import pytest
 
 import cnnprov
@@ -60,9 +61,10 @@ def test_a_store_on_read_only_media_is_read(tmp_path):
         assert "loss" in ok("export", "--store", path, "--format", "nquads")
 
 
-def other_user_python() -> list[str]:
-    """A Python that user ``nobody`` may run, importing this cnnprov and its dependencies (this
-    interpreter may live under root's home, which nobody can enter)."""
+def other_user_python(shared: Path) -> list[str]:
+    """A Python that user ``nobody`` may run, with a copy of this cnnprov and of pyoxigraph under
+    ``shared`` (the checkout and this interpreter may sit where nobody can enter, e.g. under
+    root's home or a private temporary directory)."""
     if not IS_ROOT:
         not_run("reading as another user needs root to become one (CI runs as root)")
     system = Path("/usr/bin/python3")
@@ -70,15 +72,19 @@ def other_user_python() -> list[str]:
     version = subprocess.run(asked, capture_output=True, text=True).stdout.strip() if system.exists() else ""
     if version != str(sys.version_info[:2]):
         not_run(f"there is no /usr/bin/python3 of Python {sys.version_info[:2]} for another user to run")
-    paths = [str(Path(cnnprov.__file__).resolve().parent.parent), *site.getsitepackages()]
-    return [str(system), "-c", f"import sys; sys.path[:0] = {paths!r}; from cnnprov.cli import main; sys.exit(main())"]
+    library = shared / "lib"
+    for package in (cnnprov, pyoxigraph):
+        shutil.copytree(Path(package.__file__).parent, library / package.__name__)
+    subprocess.run(["chmod", "-R", "a+rX", str(library)], check=True)
+    entry = f"import sys; sys.path[:0] = [{str(library)!r}]; from cnnprov.cli import main; sys.exit(main())"
+    return [str(system), "-c", entry]
 
 
 def test_another_user_reads_a_store_they_cannot_write(tmp_path):
-    command = other_user_python()
     shared = Path(tempfile.mkdtemp(prefix="cnnprov-shared-"))  # tmp_path itself is private to root
     try:
         shared.chmod(0o755)
+        command = other_user_python(shared)
         path = shared / "provenance"
         run_id = record_a_run(path)
         for entry in [path, *path.iterdir()]:
