@@ -261,7 +261,8 @@ def test_one_epoch_activity_per_epoch_in_order(recorded):
 
 
 def test_exactly_the_metric_values_lightning_logged(recorded):
-    store, _, csv_dir = recorded
+    """Every value CSVLogger wrote (same Trainer) is recovered exactly, step-level series unpacked."""
+    store, logger, csv_dir = recorded
     with open(csv_dir / "metrics.csv", newline="") as handle:
         logged = [
             (name, int(row["step"]), float(value))
@@ -269,16 +270,24 @@ def test_exactly_the_metric_values_lightning_logged(recorded):
             for name, value in row.items()
             if name not in ("step", "epoch") and value != ""
         ]
-    recorded_values = [
-        (row["name"], row["step"], row["value"])
-        for row in ask(
-            store,
-            """SELECT ?name ?step ?value WHERE { ?v a mls:ModelEvaluation ; mls:specifiedBy [ rdfs:label ?name ] ;
-                 cnnprov:atStep ?step ; mls:hasValue ?value }""",
-        )
-    ]
+    values = store.metric_values(logger.run_id)
+    recorded_values = [(row["metric"], row["step"], row["value"]) for row in values]
     assert len(recorded_values) == len(logged) > 0
     assert sorted(recorded_values) == sorted(logged)
+    # per-step values are the points of series, the epoch-level ones entities of their own
+    levels = {row["metric"]: row["level"] for row in values}
+    assert levels["train_loss_step"] == levels["train_acc_step"] == "step"
+    assert levels["val_loss"] == levels["val_acc"] == levels["train_loss_epoch"] == "epoch"
+    series = ask(
+        store,
+        """SELECT ?name ?index ?count WHERE { ?s a cnnprov:MetricSeries ; mls:specifiedBy [ rdfs:label ?name ] ;
+             prov:wasGeneratedBy [ cnnprov:epochIndex ?index ] ; cnnprov:seriesCount ?count }""",
+    )
+    steps = sum(1 for name, _, _ in logged if name == "train_loss_step")
+    assert sorted((r["name"], r["index"]) for r in series) == [
+        (name, epoch) for name in ("train_acc_step", "train_loss_step") for epoch in range(3)
+    ]
+    assert sum(r["count"] for r in series if r["name"] == "train_loss_step") == steps
 
 
 def test_metric_values_belong_to_their_epoch(recorded):

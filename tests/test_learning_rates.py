@@ -17,7 +17,7 @@ from lightning.pytorch.tuner import Tuner
 
 from cnnprov import ProvLogger, ProvStore
 from cnnprov.analysis.learning_rates import rate_at
-from cnnprov.analysis.series import unpack_points
+from cnnprov.rdf.points import unpack_points
 from cnnprov.demo import DigitsCNN
 from cnnprov.rdf.vocab import PREFIXES as VOCABULARIES
 
@@ -312,7 +312,7 @@ def test_a_series_literal_reads_back_every_point_exactly_nan_and_infinities_incl
 
 @pytest.mark.parametrize("text", ['{"0": 0.1}', "[[0.5, 0.1]]", "[[0]]", "not json", '[[0, "fast"]]'])
 def test_a_malformed_series_literal_is_an_error_that_says_so(text):
-    from cnnprov.analysis.series import MalformedSeriesError
+    from cnnprov.rdf.points import MalformedSeriesError
 
     with pytest.raises(MalformedSeriesError, match="not a cnnprov:pointsJSON literal"):
         unpack_points(text)

@@ -9,6 +9,7 @@ never against SPARQL of the test's own.
 
 from __future__ import annotations
 
+import datetime
 import getpass
 import hashlib
 import json
@@ -127,7 +128,15 @@ class Raw:
         rows = []
         for node, props in self.triples.items():
             generator = props.get(PROV + "wasGeneratedBy", [None])[0]
-            if MLS + "ModelEvaluation" not in props.get(RDF_TYPE, []) or generator not in (*epoch_of, run):
+            if generator not in (*epoch_of, run):
+                continue
+            if CP + "MetricSeries" in props.get(RDF_TYPE, []):  # step-level values: one literal of points
+                name = self.one(self.one(node, MLS + "specifiedBy"), RDFS + "label")
+                for step, value, at in json.loads(self.one(node, CP + "seriesPoints")):
+                    moment = datetime.datetime.fromtimestamp(at, datetime.timezone.utc)
+                    rows.append(dict(name=name, value=value, epoch=epoch_of.get(generator), step=step, at=moment))
+                continue
+            if MLS + "ModelEvaluation" not in props.get(RDF_TYPE, []):
                 continue
             rows.append(
                 dict(
@@ -258,7 +267,7 @@ def test_epoch_metrics_gives_every_epoch_with_its_epoch_level_values(library):
 
 def test_epoch_metrics_with_more_values_adds_per_step_metrics_with_their_last_value(library):
     run_id = library.ids["dropout-0.5"]
-    rows = library.query("epoch-metrics", run=run_id, max_values=BATCHES)
+    rows = library.query("epoch-metrics", run=run_id, level="all")
     steps = {r["epoch"]: r for r in rows if r["metric"] == "train_loss_step"}
     assert sorted(steps) == list(range(EPOCHS))
     for epoch, row in steps.items():
@@ -279,7 +288,8 @@ def test_epoch_metrics_of_a_run_cut_off_in_its_third_epoch(library):
     assert by_epoch[2]["train_loss_step"]["n_values"] == 2
     assert by_epoch[2]["train_loss_step"]["ended"] is None and by_epoch[1]["val_loss"]["ended"] is not None
     # logged once per epoch only: the cut-off epoch keeps a row, without a metric
-    (cut,) = [r for r in library.query("epoch-metrics", run=library.ids["unfinished"]) if r["epoch"] == 2]
+    rows = library.query("epoch-metrics", run=library.ids["unfinished"], max_values=1)
+    (cut,) = [r for r in rows if r["epoch"] == 2]
     assert cut["metric"] is None and cut["started"] is not None and cut["ended"] is None
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -41,12 +42,26 @@ SELECT ?run_id ?name ?node ?value ?epoch WHERE {
 }"""
 
 
+SERIES = PREFIXES + """
+SELECT ?run_id ?name ?series ?points ?epoch WHERE {
+  GRAPH ?g {
+    ?series a cnnprov:MetricSeries ; mls:specifiedBy [ rdfs:label ?name ] ; cnnprov:seriesPoints ?points .
+    ?g cnnprov:describesRun [ cnnprov:runId ?run_id ] .
+    OPTIONAL { ?series cnnprov:atEpoch ?epoch }
+  }
+}"""
+
+
 def expected_summaries(store: ProvStore) -> dict[tuple[str, str], dict]:
     """Each run's and measure's summary, computed here from every stored value."""
     grouped: dict[tuple[str, str], list[tuple[int, float, int | None]]] = {}
     for row in store.sparql(VALUES).to_dicts():
         order = int(row["node"].rsplit("/", 1)[1])  # values are numbered as they were logged
         grouped.setdefault((row["run_id"], row["name"]), []).append((order, row["value"], row["epoch"]))
+    for row in store.sparql(SERIES).to_dicts():  # step-level values: the points of series, in step order
+        points = [(step, value) for step, value, *_ in json.loads(row["points"])]
+        values = grouped.setdefault((row["run_id"], row["name"]), [])
+        values += [(int(row["series"].rsplit("/", 1)[1]) * 10**6 + step, value, row["epoch"]) for step, value in points]
     expected = {}
     for key, values in grouped.items():
         values.sort()

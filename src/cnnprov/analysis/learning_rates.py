@@ -2,7 +2,7 @@
 
 A run's record holds each group's ``lr`` setting (the rate it started with) and, for each
 epoch in which a rate changed, a ``cnnprov:LearningRateSeries`` whose points are the
-steps at which it changed and the rate from then on (:mod:`cnnprov.analysis.series`
+steps at which it changed and the rate from then on (:mod:`cnnprov.rdf.points`
 unpacks them). :func:`learning_rates` turns these into one table; :func:`rate_at` reads
 the rate a step used from it. Stores written before series (with
 ``cnnprov:LearningRateAdaptation`` activities) are read too.
@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from pyoxigraph import Variable
 
-from cnnprov.analysis.series import unpack_points
+from cnnprov.rdf.points import unpack_points
 from cnnprov.rdf.vocab import CNNPROV_NS, MLS_NS, PROV_NS, python_value
 
 if TYPE_CHECKING:

@@ -188,12 +188,16 @@ _RATE_SERIES = """SELECT ?id ?old ?new ?changes WHERE {
   BIND (COALESCE(?last, ?start) AS ?old)
 } ORDER BY ?time"""
 
-_VALUES = """SELECT DISTINCT ?id ?v ?name ?value ?time ?by_run WHERE {
+_VALUES = """SELECT DISTINCT ?id ?v ?name ?value ?low ?high ?count ?time ?by_run WHERE {
   ?run cnnprov:runId ?id .
   { ?v prov:wasGeneratedBy ?run . BIND (true AS ?by_run) }
   UNION
   { ?epoch a cnnprov:Epoch ; cnnprov:partOfRun ?run . ?v prov:wasGeneratedBy ?epoch . BIND (false AS ?by_run) }
-  ?v a mls:ModelEvaluation ; mls:specifiedBy/rdfs:label ?name ; mls:hasValue ?value .
+  ?v mls:specifiedBy/rdfs:label ?name .
+  { ?v a mls:ModelEvaluation ; mls:hasValue ?value . BIND (?value AS ?low) BIND (?value AS ?high) BIND (1 AS ?count) }
+  UNION
+  { ?v a cnnprov:MetricSeries ; cnnprov:seriesLast ?value ; cnnprov:seriesMin ?low ; cnnprov:seriesMax ?high ;
+       cnnprov:seriesCount ?count }
   OPTIONAL { ?v prov:generatedAtTime ?time }
 }"""
 
@@ -306,13 +310,15 @@ def run_dot(store: ProvStore, run: str) -> str:
             dot.edge(node, optimizer, "seriesOf (its learning rate)")
 
     for (measure, by_run), values in sorted(_group_values(ask(_VALUES)).items()):
-        numbers = [v for _, v in sorted(values, key=lambda tv: tv[0])]
-        label = f"{measure}: {len(numbers):,} value{'s' if len(numbers) != 1 else ''}"
-        if len(numbers) > 1:
-            label += f"\nfrom {_value(min(numbers))} to {_value(max(numbers))}, last {_value(numbers[-1])}"
+        values.sort(key=lambda row: row[0])  # by time: the last one's last value is the measure's
+        count = sum(int(row[4]) for row in values)
+        label = f"{measure}: {count:,} value{'s' if count != 1 else ''}"
+        if count > 1:
+            low, high = min(row[1] for row in values), max(row[2] for row in values)
+            label += f"\nfrom {_value(low)} to {_value(high)}, last {_value(values[-1][3])}"
         else:
-            label += f"\n{_value(numbers[0])}"
-        node = dot.node(label, _ENTITY, folded=len(numbers) > 1)
+            label += f"\n{_value(values[0][3])}"
+        node = dot.node(label, _ENTITY, folded=count > 1)
         generator = run_node if by_run or epochs_node is None else epochs_node
         dot.edge(node, generator, "wasGeneratedBy")
 
@@ -334,10 +340,12 @@ def run_dot(store: ProvStore, run: str) -> str:
     return dot.text()
 
 
-def _group_values(rows: list[dict[str, Any]]) -> dict[tuple[str, bool], list[tuple[Any, float]]]:
-    groups: dict[tuple[str, bool], list[tuple[Any, float]]] = defaultdict(list)
+def _group_values(rows: list[dict[str, Any]]) -> dict[tuple[str, bool], list[tuple[Any, ...]]]:
+    """Per measure and generator: (time, lowest, highest, last value, count) of each value or series."""
+    groups: dict[tuple[str, bool], list[tuple[Any, ...]]] = defaultdict(list)
     for row in rows:
-        groups[(row["name"], bool(row["by_run"]))].append((row.get("time") or "", row["value"]))
+        key = (row["name"], bool(row["by_run"]))
+        groups[key].append((row.get("time") or "", row["low"], row["high"], row["value"], row["count"]))
     return groups
 
 

@@ -36,7 +36,7 @@ import hashlib
 import re
 from typing import TYPE_CHECKING, Any
 
-from cnnprov.rdf.vocab import PREFIXES, PROV_NS
+from cnnprov.rdf.vocab import CNNPROV_NS, PREFIXES, PROV_NS
 
 if TYPE_CHECKING:  # prov and rdflib load when an export runs, not when the CLI starts
     import rdflib
@@ -87,6 +87,7 @@ def prov_document(store: ProvStore, run: str | None = None) -> ProvDocument:
         one_form_per_relation(graph)
         generation_times(graph)
         described_as_prov(graph, elsewhere)
+        xml_schema_literals(graph)
         graphs.append(_in_order(graph))
     document = ProvDocument()
     serializer = ProvRDFSerializer(document)
@@ -109,6 +110,20 @@ def prov_document(store: ProvStore, run: str | None = None) -> ProvDocument:
     for container in (document, *document.bundles):
         in_one_order(container)
     return document
+
+
+def xml_schema_literals(graph: rdflib.Graph) -> rdflib.Graph:
+    """Give literals of cnnprov's own datatypes (a series' ``cnnprov:pointsJSON``) the type ``xsd:string``
+    (changes ``graph``): PROV-XML types attribute values by XML Schema's types, and its schema has no other.
+    The RDF exports keep the datatype; the text is the same."""
+    import rdflib
+
+    for subject, predicate, value in list(graph):
+        datatype = getattr(value, "datatype", None)
+        if datatype is not None and str(datatype).startswith(CNNPROV_NS):
+            graph.remove((subject, predicate, value))
+            graph.add((subject, predicate, rdflib.Literal(str(value), datatype=rdflib.XSD.string)))
+    return graph
 
 
 def in_one_order(bundle: ProvBundle) -> ProvBundle:

@@ -12,7 +12,6 @@ Example::
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,6 +21,7 @@ from typing import Any
 
 import pyoxigraph as ox
 
+from cnnprov.analysis.json_ld import compact_json_ld
 from cnnprov.analysis.prov_export import PROV_FORMATS
 from cnnprov.analysis.query_library import QueryFile, QueryNotFoundError, load_query, parse_query
 from cnnprov.errors import QueryError, RunNotFoundError
@@ -248,6 +248,11 @@ class ProvStore:
         from cnnprov.analysis.learning_rates import learning_rates
         return learning_rates(self, run)
 
+    def metric_values(self, run: str, metric: str | None = None) -> QueryResult:
+        """Every value the run logged, series unpacked (:func:`cnnprov.analysis.metric_values.metric_values`)."""
+        from cnnprov.analysis.metric_values import metric_values
+        return metric_values(self, run, metric)
+
     def resolve_run(self, run: str) -> str:
         """The full id of the run whose id is or starts with ``run``."""
         with self.reading() as store:
@@ -297,7 +302,7 @@ class ProvStore:
             else:
                 quads = [q for q in store.quads_for_pattern(None, None, None) if q.graph_name != ox.DefaultGraph()]
         if format == "jsonld":
-            return _compact_json_ld(quads)
+            return compact_json_ld(quads)
         if rdf_format.supports_datasets:
             return ox.serialize(quads, format=rdf_format, prefixes=PREFIXES) or b""
         triples = list(dict.fromkeys(q.triple for q in quads))
@@ -319,32 +324,6 @@ class ProvStore:
         for prefix, namespace in PREFIXES.items():
             dataset.bind(prefix, namespace)
         return dataset
-
-
-
-def _compact_json_ld(quads: list[ox.Quad]) -> bytes:
-    """JSON-LD with cnnprov's prefixes as its ``@context`` (compact keys, ``@type``), a named graph per run.
-
-    pyoxigraph's JSON-LD writer writes expanded JSON-LD only; rdflib compacts with a context.
-    """
-    import rdflib
-
-    dataset = rdflib.Dataset()
-    nquads = ox.serialize(sorted(quads, key=str), format=ox.RdfFormat.N_QUADS) or b""
-    dataset.parse(data=nquads, format="nquads")
-    text = dataset.serialize(format="json-ld", context=dict(PREFIXES), auto_compact=True)
-    # rdflib writes nodes in the order of sets; arrays of RDF terms are unordered, so sorting them
-    # makes the same store give the same bytes whatever the hash seed (cnnprov writes no @list)
-    return json.dumps(_sorted_json(json.loads(text)), indent=1, sort_keys=True, ensure_ascii=False).encode("utf-8")
-
-
-def _sorted_json(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {key: _sorted_json(item) for key, item in value.items()}
-    if isinstance(value, list):
-        items = [_sorted_json(item) for item in value]
-        return sorted(items, key=lambda item: json.dumps(item, sort_keys=True))
-    return value
 
 
 def _bind(query: QueryFile, terms: dict[str, Term | None]) -> str:

@@ -1,7 +1,7 @@
 """The writer thread's half of recording: buffered items that are not yet quads become quads.
 
-The training thread buffers cheap tuples (:class:`MetricRow`, :class:`SummariesDue`,
-:class:`FileDigest`) and :class:`MetricConverter`, the ``convert`` of the
+The training thread buffers cheap tuples (:class:`MetricRow`, :class:`SeriesDue`,
+:class:`SummariesDue`, :class:`FileDigest`) and :class:`MetricConverter`, the ``convert`` of the
 run's :class:`~cnnprov.storage.writer.QuadWriter`, turns them into quads or a
 SPARQL Update on the writer thread, while training goes on.
 """
@@ -15,8 +15,8 @@ from typing import Any, NamedTuple
 from pyoxigraph import NamedNode, Quad
 
 from cnnprov.capture.files import file_sha256
+from cnnprov.capture.metric_series import OpenSeries, integer, metric_series_node, metric_series_records
 from cnnprov.capture.summaries import RunningSummary, StoredSummaries
-from cnnprov.rdf import prov_forms
 from cnnprov.rdf.vocab import (
     CNNPROV,
     MLS,
@@ -46,6 +46,17 @@ class MetricRow(NamedTuple):
     step: int | None
     at: float
     generating_epoch: int | None
+    per_step: bool  # logged at a training (or evaluation) step: collected into a series
+
+
+class SeriesDue(NamedTuple):
+    """Buffered when an epoch ends (``epoch``, the run's index), and with ``every`` at epoch
+    starts and a stage's end: the writer thread writes the step-level series collected for that
+    epoch (or all of them) as entities, before the records that follow."""
+
+    epoch: int | None
+    every: bool
+    at: float
 
 
 class SummariesDue(NamedTuple):
@@ -108,8 +119,10 @@ class MetricConverter:
       run it writes and that its first summary update replaces them whole.
     """
 
-    def __init__(self, run: NamedNode, bundle: NamedNode, base: str) -> None:
+    def __init__(self, run: NamedNode, bundle: NamedNode, base: str, step_values: str = "series") -> None:
         self.run, self.bundle, self.base = run, bundle, base
+        self._series_of_steps = step_values == "series"  # else each step-level value is an entity
+        self._series = OpenSeries()
         self._metric_count = 0
         self._measures: set[str] = set()  # described in the run's graph already
         self._warned: set[str] = set()  # measures (and "step", "epoch") whose unrecordable values were reported
@@ -128,9 +141,10 @@ class MetricConverter:
         self.run, self.bundle = run, bundle
         self._stored_summaries = None
 
-    def continue_run(self, values: int, summaries: Mapping[str, RunningSummary]) -> None:
-        """Continue a stored run: ``values`` numbered already, each measure's summary so far."""
+    def continue_run(self, values: int, series: int, summaries: Mapping[str, RunningSummary]) -> None:
+        """Continue a stored run: ``values`` and ``series`` numbered already, each measure's summary so far."""
         self._metric_count = values
+        self._series.written = series
         self._summaries.update(summaries)
 
     # -- writer thread -----------------------------------------------------
@@ -140,7 +154,37 @@ class MetricConverter:
             return item.quads()
         if isinstance(item, SummariesDue):
             return self._summary_update(item.epoch_statistics)
+        if isinstance(item, SeriesDue):
+            return self._series_quads(item)
         return self._metric_quads(item)
+
+    def _series_quads(self, due: SeriesDue) -> list[Quad]:
+        """The series of an epoch that ended (or of every epoch) as entities."""
+        taken = self._series.due(due.epoch, due.every)
+        if not taken:
+            return []
+        terms = self._metric_terms()
+        graph, at = self.bundle, due.at
+        quads: list[Quad] = []
+        for number, (generating, epoch, name), points in taken:
+            measure = terms.measure(name)
+            quads += self._measure_description(name, measure)
+            node = metric_series_node(self.run, number)
+            triples = metric_series_records(node, points, terms.generator(generating), at, measure, integer(epoch))
+            quads += (Quad(*triple, graph) for triple in triples)
+        return quads
+
+    def _measure_description(self, name: str, measure: NamedNode) -> list[Quad]:
+        """The measure's types and label, the first time the run's graph meets it."""
+        if name in self._measures:
+            return []
+        self._measures.add(name)
+        graph = self.bundle
+        return [
+            Quad(measure, RDF.type, PROV.Entity, graph),
+            Quad(measure, RDF.type, MLS.EvaluationMeasure, graph),
+            Quad(measure, RDFS.label, string_literal(name), graph),
+        ]
 
     def _summary_update(self, epoch_statistics: tuple[int, int, float, float | None]) -> Update | list[Quad]:
         """One update for the run's epoch statistics and the summaries that changed."""
@@ -190,12 +234,13 @@ class MetricConverter:
     def _metric_quads(self, row: MetricRow) -> list[Quad]:
         """One buffered ``log_metrics`` call → quads.
 
-        Each value: its two types, measure, value, time, generating activity,
-        step and epoch, and the generation's qualified form (activity and time).
+        Each epoch-level value: its two types, measure, value, time, generating activity,
+        step and epoch (the plain generation says all there is: no qualified form).
+        A step-level value (``per_step``, with a step) joins its epoch's series instead.
         The nodes every value repeats are made once per run (building terms is
         most of the Python work here, and it holds the GIL).
         """
-        metrics, step, when, generating_epoch = row
+        metrics, step, when, generating_epoch, per_step = row
         terms = self._metric_terms()
         graph = self.bundle
         at = datetime_literal(when)
@@ -207,6 +252,7 @@ class MetricConverter:
         at_epoch = integer_literal(epoch_number) if epoch_number is not None else None
         summaries, changed = self._summaries, self._changed_summaries
         entity, evaluation, rdf_type = PROV.Entity, MLS.ModelEvaluation, RDF.type
+        into_series = per_step and step_number is not None and self._series_of_steps
         quads: list[Quad] = []
         for name, value in metrics.items():
             if name == "epoch":
@@ -219,17 +265,17 @@ class MetricConverter:
             if number is None:
                 self._skip(name, step, value)
                 continue
-            measure = terms.measure(name)
-            if name not in self._measures:  # described once in the run's graph
-                self._measures.add(name)
-                quads.append(Quad(measure, rdf_type, entity, graph))
-                quads.append(Quad(measure, rdf_type, MLS.EvaluationMeasure, graph))
-                quads.append(Quad(measure, RDFS.label, string_literal(name), graph))
             summary = summaries.get(name)
             if summary is None:
                 summary = summaries[name] = RunningSummary()
             summary.add(number, epoch_number)
             changed.add(name)
+            if into_series:
+                self._series.add((generating_epoch, epoch_number, name), step_number, number, when)  # type: ignore[arg-type]
+                continue
+            measure = terms.measure(name)
+            if name not in self._measures:  # described once in the run's graph
+                quads += self._measure_description(name, measure)
             self._metric_count += 1
             node = NamedNode(f"{terms.value_prefix}{self._metric_count}")
             quads += (
@@ -244,10 +290,6 @@ class MetricConverter:
                 quads.append(Quad(node, CNNPROV.atStep, at_step, graph))
             if at_epoch is not None:
                 quads.append(Quad(node, CNNPROV.atEpoch, at_epoch, graph))
-            # the generation's qualified form too (see prov_forms): activity and time
-            qualified = prov_forms.generation(node, generator)
-            quads += (Quad(*triple, graph) for triple in qualified)
-            quads.append(Quad(qualified[0][2], PROV.atTime, at, graph))
         return quads
 
 

@@ -23,7 +23,7 @@ from typing import Any
 from pyoxigraph import NamedNode
 
 from cnnprov.capture import records
-from cnnprov.capture.conversion import MetricConverter
+from cnnprov.capture.conversion import MetricConverter, SeriesDue
 from cnnprov.capture.environment import RunEnvironment, current_environment
 from cnnprov.capture.files import file_sha256
 from cnnprov.capture.resume import RecordedRun, find_checkpoint, read_run
@@ -53,6 +53,15 @@ register_repair(rewrite_summaries)  # a writer that opens a store puts right the
 
 #: Run statuses as recorded (Lightning's ``finalize`` gives the last three).
 RUNNING, SUCCESS, FAILED = "running", "success", "failed"
+#: How step-level values can be stored (``RunRecorder(step_values=...)``).
+STEP_VALUE_FORMS = ("series", "entities")
+
+
+def checked_step_values(form: str) -> str:
+    """``form`` if it is one of :data:`STEP_VALUE_FORMS`; otherwise a ValueError that names them."""
+    if form not in STEP_VALUE_FORMS:
+        raise ValueError(f"step_values must be one of {', '.join(map(repr, STEP_VALUE_FORMS))}, not {form!r}")
+    return form
 
 
 class RunRecorder(RunEvents):
@@ -71,6 +80,10 @@ class RunRecorder(RunEvents):
         serve_reads: while the run records, serve read-only SPARQL on 127.0.0.1
             so that other processes can query the store it holds (see :mod:`cnnprov.storage.endpoint`);
             a session given as ``store`` decides that itself.
+        step_values: how step-level values (``log_metrics(..., per_step=True)``, or logged while
+            :attr:`in_steps`) are stored: ``"series"``, one ``cnnprov:MetricSeries`` per epoch and
+            measure with every point in one literal (~40 bytes a value); ``"entities"``, one
+            ``mls:ModelEvaluation`` each (~4 KB a value), as epoch-level values always are.
 
     Example::
 
@@ -94,6 +107,7 @@ class RunRecorder(RunEvents):
         base: str = DEFAULT_BASE,
         max_buffered: int = DEFAULT_MAX_BUFFERED,
         serve_reads: bool = True,
+        step_values: str = "series",
     ) -> None:
         # a session given by the caller is shared (a sweep's); one this recorder opens is its own
         self._shared_session: Session | None = store if isinstance(store, Session) else None
@@ -116,7 +130,8 @@ class RunRecorder(RunEvents):
         self.started_at: float | None = None
         self.status: str | None = None
         self._state = RunState()  # training thread: the run's numbering
-        self._converter = MetricConverter(self.run, self.bundle, base)  # writer thread (see its docstring)
+        self.step_values = checked_step_values(step_values)
+        self._converter = MetricConverter(self.run, self.bundle, base, step_values)  # writer thread (see its docstring)
 
     # -- lifecycle ---------------------------------------------------------
     @property
@@ -174,7 +189,9 @@ class RunRecorder(RunEvents):
                     # read first: this run may be stored already
                     recorded, checkpoint = self._recorded_run(session, resume_from, written_by)
                 target = self._target = session.target(self.run_id)
-            self._writer = QuadWriter(target, convert=self._converter, max_buffered=self._max_buffered)
+            self._writer = QuadWriter(
+                target, convert=self._converter, max_buffered=self._max_buffered, last_items=_open_series_due
+            )
             # A new writer: what the last one believed it wrote may not have reached the store (its
             # failed writes are dropped with it), so summaries are replaced whole once more.
             self._converter.new_writer(self.run, self.bundle)
@@ -247,7 +264,7 @@ class RunRecorder(RunEvents):
         self.started_at = recorded.started_at or self.started_at
         self._state.continue_from(recorded, checkpoint)
         # nothing converts yet: this start buffered only quads and replacements so far
-        self._converter.continue_run(recorded.values, recorded.summaries)
+        self._converter.continue_run(recorded.values, recorded.series, recorded.summaries)
         run, graph, writer = self.run, self.bundle, self._writer
         assert writer is not None  # start() made it
         writer.append(Replace(run, CNNPROV.status, graph, (string_literal(RUNNING),)))
@@ -297,6 +314,7 @@ class RunRecorder(RunEvents):
             self._end_epoch(current, ended)  # the stage stopped inside this epoch (an index of the run's)
         state.current_epoch = None
         self._write_learning_rates(ended)  # changes outside any epoch (a loop that reports none)
+        self._series_due(None, every=True, when=ended)  # step values of a test stage, or outside epochs
         if self.status == FAILED and status != FAILED:
             status = FAILED  # a later clean stage does not undo a failure
         self.status = status
@@ -355,6 +373,11 @@ class RunRecorder(RunEvents):
         writer = self._writer
         if writer is not None and (not writer.opening or self.location.held_by_another_process()):
             writer.wait_open()
+
+
+def _open_series_due() -> list[SeriesDue]:
+    """As a writer closes (at interpreter exit too): the step-level values of an epoch still open are stored."""
+    return [SeriesDue(None, True, time.time())]
 
 
 def _error_text(error: BaseException) -> str:

@@ -16,7 +16,9 @@ from typing import Any
 
 from pyoxigraph import Literal, NamedNode, Variable
 
+from cnnprov.capture.metric_series import metric_series_node
 from cnnprov.capture.summaries import RunningSummary
+from cnnprov.rdf.points import unpack_points
 from cnnprov.rdf.vocab import CNNPROV, CNNPROV_NS, MLS, MLS_NS, PROV, PROV_NS, RDF, RDFS, python_value
 from cnnprov.storage.protocols import ReadStore
 
@@ -38,6 +40,7 @@ class RecordedRun:
     checkpoints: int = 0
     latest_checkpoint: NamedNode | None = None
     values: int = 0
+    series: int = 0
     learning_rate_series: int = 0
     attempts: int = 0
     optimizers: dict[int, NamedNode] = field(default_factory=dict)
@@ -91,6 +94,7 @@ def read_run(store: ReadStore, run: NamedNode, bundle: NamedNode) -> RecordedRun
         if row["seconds"] is not None:  # it ended
             record.epoch_seconds[index] = python_value(row["seconds"])
     record.values = _highest(store, bundle, MLS.ModelEvaluation, run.value + "/value/")
+    record.series = _highest(store, bundle, CNNPROV.MetricSeries, metric_series_node(run, 1).value[:-1])
     record.checkpoints = _highest(store, bundle, CNNPROV.Checkpoint, run.value + "/checkpoint/")
     if record.checkpoints:
         record.latest_checkpoint = NamedNode(f"{run.value}/checkpoint/{record.checkpoints}")
@@ -108,23 +112,43 @@ def read_run(store: ReadStore, run: NamedNode, bundle: NamedNode) -> RecordedRun
 
 
 def fold_values(store: ReadStore, run: NamedNode, bundle: NamedNode) -> dict[str, RunningSummary]:
-    """Each measure's summary, from every value stored (those of an interrupted epoch too), in logging order."""
+    """Each measure's summary, from every value stored (those of an interrupted epoch too, and the
+    points of its step-level series), in logging order."""
     prefix = run.value + "/value/"
-    values = []
+    values: list[tuple[float, int, int, str, float, int | None]] = []
     for row in store.query(
-        f"""SELECT ?g ?value_node ?name ?value ?epoch WHERE {{ GRAPH ?g {{
+        f"""SELECT ?g ?value_node ?name ?value ?epoch ?at WHERE {{ GRAPH ?g {{
               ?value_node <{MLS_NS}specifiedBy> ?measure ; <{MLS_NS}hasValue> ?value .
               ?measure <http://www.w3.org/2000/01/rdf-schema#label> ?name .
+              OPTIONAL {{ ?value_node <{PROV_NS}generatedAtTime> ?at }}
               OPTIONAL {{ ?value_node <{CNNPROV_NS}atEpoch> ?epoch }} }} }}""",
         substitutions={Variable("g"): bundle},
     ):
         number = _suffix_number(row["value_node"].value, prefix)
         if number is None:
             continue
-        epoch = row["epoch"]
-        values.append((number, row["name"].value, float(row["value"].value), int(epoch.value) if epoch else None))
+        epoch, at = row["epoch"], row["at"]
+        when = python_value(at).timestamp() if at is not None else 0.0
+        index = int(epoch.value) if epoch else None
+        values.append((when, number, 0, row["name"].value, float(row["value"].value), index))
+    series_prefix = metric_series_node(run, 1).value[:-1]
+    for row in store.query(
+        f"""SELECT ?g ?series ?name ?points ?epoch WHERE {{ GRAPH ?g {{
+              ?series a <{CNNPROV_NS}MetricSeries> ; <{MLS_NS}specifiedBy> ?measure ;
+                      <{CNNPROV_NS}seriesPoints> ?points .
+              ?measure <http://www.w3.org/2000/01/rdf-schema#label> ?name .
+              OPTIONAL {{ ?series <{CNNPROV_NS}atEpoch> ?epoch }} }} }}""",
+        substitutions={Variable("g"): bundle},
+    ):
+        number = _suffix_number(row["series"].value, series_prefix)
+        if number is None:
+            continue
+        epoch = int(row["epoch"].value) if row["epoch"] is not None else None
+        name = row["name"].value
+        for index, point in enumerate(unpack_points(row["points"])):
+            values.append((point.time or 0.0, number, index + 1, name, point.value, epoch))
     summaries: dict[str, RunningSummary] = {}
-    for _, name, value, epoch in sorted(values):
+    for _, _, _, name, value, epoch in sorted(values, key=lambda value: value[:3]):
         summaries.setdefault(name, RunningSummary()).add(value, epoch)
     return summaries
 

@@ -19,7 +19,7 @@ from typing import Any
 from pyoxigraph import NamedNode, Quad
 
 from cnnprov.capture import records
-from cnnprov.capture.conversion import FileDigest, MetricRow, SummariesDue
+from cnnprov.capture.conversion import FileDigest, MetricRow, SeriesDue, SummariesDue
 from cnnprov.capture.hyperparameters import flatten_hyperparameters, scalar
 from cnnprov.capture.run_state import RunState
 from cnnprov.capture.setup_events import SetupEvents
@@ -141,6 +141,7 @@ class RunEvents(SetupEvents):
         """
         state = self._state
         self._write_learning_rates()  # changes of an epoch that never ended are its own, not this one's
+        self._series_due(None, every=True)  # step values of an epoch that never ended, likewise
         refused: StoreWriteError | None = None
         if state.ended_epochs or self._writer is None:
             try:
@@ -184,6 +185,7 @@ class RunEvents(SetupEvents):
             return
         when = when or time.time()
         self._write_learning_rates(when)
+        self._series_due(index, when=when)
         end = records.epoch_end(records.epoch_node(self.run, index), started, when)
         if index in state.reopened_epochs and self._writer is not None:  # it may have ended once already
             for subject, predicate, obj in end:
@@ -194,6 +196,11 @@ class RunEvents(SetupEvents):
         state.epoch_statistics.ended(index, when - started)
         self.flush(wait=False)
 
+    def _series_due(self, epoch: int | None, every: bool = False, when: float | None = None) -> None:
+        """The step-level values of ``epoch`` (or of every epoch) are to be written as series now."""
+        if self._writer is not None:
+            self._writer.append(SeriesDue(epoch, every, when or time.time()))
+
     def _summaries_due(self) -> None:
         if self._writer is not None:
             self._writer.append(SummariesDue(self._state.epoch_statistics.snapshot()))
@@ -202,11 +209,27 @@ class RunEvents(SetupEvents):
         """Training stopped: later metrics (test, validate) belong to the run, not an epoch."""
         self._state.current_epoch = None
 
-    def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
+    @property
+    def in_steps(self) -> bool:
+        """Whether values logged now are step-level (see :meth:`log_metrics`); an integration sets it
+        as its loop enters and leaves the batches of an epoch."""
+        return self._state.in_steps
+
+    @in_steps.setter
+    def in_steps(self, value: bool) -> None:
+        self._state.in_steps = value
+
+    def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None, per_step: bool | None = None) -> None:
         """Buffer metric values (the hot path: one tuple append).
 
         An ``epoch`` key, as Lightning adds, gives the values' epoch (the
         caller's, see :meth:`stage_started`) and is not itself stored as a metric.
+
+        ``per_step`` says the values were logged at a step (``train_loss_step``), not once for
+        an epoch (``val_loss``); by default :attr:`in_steps` says. Step-level values with a ``step``
+        are stored as one ``cnnprov:MetricSeries`` per epoch and measure (written when the epoch
+        ends), unless the recorder was made with ``step_values="entities"``; the others are one
+        ``mls:ModelEvaluation`` each.
         """
         writer = self._writer
         if writer is None:
@@ -217,7 +240,8 @@ class RunEvents(SetupEvents):
                 metrics = state.run_metrics(metrics)
             now = time.time()
             # stamped: the writer thread gets the values within ms and stores them while training goes on
-            writer.append(_new_row(MetricRow, (metrics, step, now, state.current_epoch)), now)
+            per_step = state.in_steps if per_step is None else per_step
+            writer.append(_new_row(MetricRow, (metrics, step, now, state.current_epoch, per_step)), now)
 
     def log_checkpoint(
         self,

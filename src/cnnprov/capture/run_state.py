@@ -52,6 +52,7 @@ class RunState:
     hyperparameter_texts: dict[str, str] = field(default_factory=dict)  # path → value text, for the listing literal
     epoch_offset: int = 0  # the caller's epoch + this = the run's
     outside_training: bool = False  # the caller's stage trains no epochs (validate, test)
+    in_steps: bool = False  # values logged now are step-level (the loop is in an epoch's batches)
     trainer_recorded: bool = False  # the run's training-loop settings (its first attempt's) are recorded
     architecture: ArchitectureCapture = field(default_factory=ArchitectureCapture)  # described once per run
 

@@ -1,23 +1,22 @@
 """A series of step-level values as one PROV entity: its statistics and its points in one literal.
 
-A value that can change at every optimizer step (a learning rate; later, step-level
-metrics) would cost a dozen quads a step as entities of its own. Instead the values of
-one epoch are collected in a :class:`PointSeries` on the training thread (an append a
-point) and written, when the epoch ends, as one ``cnnprov:Series`` entity: count,
-first and last step, first, last, lowest and highest value as typed literals, and
-the points as a single ``cnnprov:pointsJSON`` literal. :mod:`cnnprov.analysis.series`
+A value that can change at every optimizer step (a learning rate, a step-level metric) would
+cost a dozen quads a step as entities of its own. Instead the values of one epoch are
+collected in a :class:`PointSeries` (an append a point) and written, when the epoch ends,
+as one ``cnnprov:Series`` entity: count, first and last step, first, last, lowest and
+highest value as typed literals, and the points as a single ``cnnprov:pointsJSON`` literal. :mod:`cnnprov.rdf.points`
 reads them back.
 
 The ``cnnprov:pointsJSON`` lexical form is a JSON array of points in step order, each
 point ``[step, value]`` or ``[step, value, time]``: ``step`` a JSON integer, ``value`` a
 JSON number written as the shortest text that reads back as the same IEEE 754 double
 (Python's ``repr``) or one of the strings ``"NaN"``, ``"INF"``, ``"-INF"`` (JSON has no
-such numbers; they are the ``xsd:double`` spellings), ``time`` POSIX seconds. No spaces.
+such numbers; they are the ``xsd:double`` spellings), ``time`` POSIX seconds to the
+millisecond (``null`` if unknown). No spaces.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -57,13 +56,17 @@ def _value_json(value: float) -> str:
     return repr(float(value))
 
 
+def _time_json(time: float) -> str:
+    return "null" if math.isnan(time) else repr(round(time, 3))  # to the millisecond
+
+
 def points_literal(series: PointSeries) -> Literal:
     """The points as one ``cnnprov:pointsJSON`` literal (see the module docstring)."""
     if series.times is None:
         parts = [f"[{step},{_value_json(value)}]" for step, value in zip(series.steps, series.values, strict=True)]
     else:
         parts = [
-            f"[{step},{_value_json(value)},{json.dumps(time)}]"
+            f"[{step},{_value_json(value)},{_time_json(time)}]"
             for step, value, time in zip(series.steps, series.values, series.times, strict=True)
         ]
     return Literal("[" + ",".join(parts) + "]", datatype=POINTS_DATATYPE)

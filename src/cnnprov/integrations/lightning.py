@@ -16,7 +16,7 @@ from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
 
 from cnnprov.capture.environment import current_environment, prefetch_environment
 from cnnprov.capture.hyperparameters import class_path
-from cnnprov.capture.recorder import FAILED, RunRecorder
+from cnnprov.capture.recorder import FAILED, RunRecorder, checked_step_values
 from cnnprov.errors import CnnprovError
 from cnnprov.integrations import lightning_checkpoints as checkpoint_files
 from cnnprov.integrations.lightning_callback import CHECKPOINT_KEY, ProvCallback, epoch_is_ending, log_optimizers
@@ -81,6 +81,9 @@ class ProvLogger(Logger):
         base: namespace in which the run's IRIs are minted.
         serve_reads: while the run records into an embedded store, serve it read-only to
             other processes on this machine (so ``cnnprov`` commands can read it meanwhile).
+        step_values: values logged at steps (``self.log(..., on_step=True)``) as ``"series"``, one
+            ``cnnprov:MetricSeries`` per epoch and measure written as the epoch ends (~40 bytes a
+            value), or as ``"entities"``, one PROV entity each like epoch-level values (~4 KB a value).
 
     Example::
 
@@ -103,10 +106,12 @@ class ProvLogger(Logger):
         prefix: str = "",
         base: str = DEFAULT_BASE,
         serve_reads: bool = True,
+        step_values: str = "series",
     ) -> None:
         super().__init__()
         self._store = store
         self._serve_reads = serve_reads
+        self._step_values = checked_step_values(step_values)  # refused here, before a Trainer runs
         self._run_name = run_name
         self._name = name or ""
         # absolute: Lightning joins it into checkpoint paths, and trainer.log_dir must never be None
@@ -176,6 +181,7 @@ class ProvLogger(Logger):
                     run_id=self._run_id,
                     base=self._base,
                     serve_reads=self._serve_reads,
+                    step_values=self._step_values,
                 )
         return self._recorder
 

@@ -59,8 +59,34 @@ class ProvCallback(Callback):
 
     def on_validation_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         recorder = self._recorder()
-        if recorder is not None and not trainer.training and trainer.state.fn == "validate":
+        if recorder is None:
+            return
+        recorder.in_steps = False  # a validation inside a training epoch: its epoch-level values are no step's
+        if not trainer.training and trainer.state.fn == "validate":
             _log_loaders(recorder, "validation", _as_list(trainer.val_dataloaders), trainer.num_val_batches)
+
+    # Which values are step-level: Lightning logs a step's values after its batch-end hooks and an
+    # epoch's (training or evaluation) after its epoch-end hooks, so values logged between a batch's
+    # start and the epoch's end are a step's (stored as series), the others an epoch's.
+    def on_validation_batch_start(self, trainer: Trainer, pl_module: LightningModule, *args: Any) -> None:
+        self._steps(True)
+
+    def on_test_batch_start(self, trainer: Trainer, pl_module: LightningModule, *args: Any) -> None:
+        self._steps(True)
+
+    def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._steps(False)
+
+    def on_test_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._steps(False)
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._steps(False)
+
+    def _steps(self, inside: bool) -> None:
+        recorder = self._recorder()
+        if recorder is not None:
+            recorder.in_steps = inside
 
     def on_test_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         recorder = self._recorder()
@@ -92,6 +118,7 @@ class ProvCallback(Callback):
         if self._epoch != trainer.current_epoch:
             # resumed from a mid-epoch checkpoint: Lightning goes on without on_train_epoch_start
             self._enter_epoch(trainer)
+        self._steps(True)
         io = self.logger._checkpoint_io
         if io is not None and io.saved:  # trainer.save_checkpoint(path) in the last step
             self.logger.record_saved_checkpoints()
@@ -137,6 +164,7 @@ class ProvCallback(Callback):
         if recorder is not None:
             self.logger.record_saved_checkpoints()
             self._end_open_epoch(recorder)  # the last epoch's metrics and checkpoints are in by now
+            recorder.in_steps = False
             recorder.stage_ended()
 
     def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:

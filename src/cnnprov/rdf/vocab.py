@@ -98,7 +98,7 @@ CNNPROV = _Namespace(
     hyperparameterList stage epochCount completedEpochCount epochSecondsTotal slowestEpochSeconds
     MetricSummary summaryOf ofMeasure valueCount minValue maxValue lastValue minEpoch maxEpoch lastEpoch
     Series LearningRateSeries seriesOf seriesCount seriesFirstStep seriesLastStep
-    seriesFirst seriesLast seriesMin seriesMax seriesPoints pointsJSON
+    seriesFirst seriesLast seriesMin seriesMax seriesPoints pointsJSON MetricSeries seriesMean
     LearningRateFinder trialCount suggestedLearningRate
     """,
 )

@@ -79,6 +79,8 @@ class QuadWriter:
             past that, handing over waits until the writer catches up.
         hand_over_s: an item appended with an ``at`` this many seconds or more
             after the oldest buffered one sends the buffer to the writer thread.
+        last_items: what to append as the writer closes (explicitly or at interpreter exit),
+            e.g. an item that makes ``convert`` give up what it still collects.
 
     Example::
 
@@ -95,7 +97,9 @@ class QuadWriter:
         max_buffered: int = DEFAULT_MAX_BUFFERED,
         max_batches: int = DEFAULT_MAX_BATCHES,
         hand_over_s: float = DEFAULT_HAND_OVER_S,
+        last_items: Callable[[], Iterable[Any]] | None = None,
     ) -> None:
+        self._last_items = last_items
         self._opener: Callable[[], WriteTarget] | None = target if callable(target) else None
         self._store: WriteTarget | None = None if callable(target) else target
         self._opened = threading.Event()
@@ -202,6 +206,8 @@ class QuadWriter:
         """
         if self._closed:
             return
+        for item in self._last_items() if self._last_items is not None else ():
+            self.append(item)
         self._failures.retry_now()  # a last try, whenever the last failure was
         try:
             with contextlib.suppress(StoreWriteError):  # what it could not write is spilled below, or named lost
@@ -388,8 +394,7 @@ def _weak_close(writer: QuadWriter) -> Callable[[], None]:
     ref = weakref.ref(writer)
 
     def close_at_exit() -> None:
-        live = ref()
-        if live is not None:
+        if (live := ref()) is not None:
             live.close()
 
     return close_at_exit
