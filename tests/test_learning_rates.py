@@ -17,8 +17,8 @@ from lightning.pytorch.tuner import Tuner
 
 from cnnprov import ProvLogger, ProvStore
 from cnnprov.analysis.learning_rates import rate_at
-from cnnprov.rdf.points import unpack_points
 from cnnprov.demo import DigitsCNN
+from cnnprov.rdf.points import unpack_points
 from cnnprov.rdf.vocab import PREFIXES as VOCABULARIES
 
 from helpers import tiny_data, tiny_trainer
