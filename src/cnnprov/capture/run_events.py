@@ -40,7 +40,7 @@ class RunEvents(SetupEvents):
     recorded by the base class :class:`~cnnprov.capture.setup_events.SetupEvents`.
     Epoch indices the caller passes are its own count (see :meth:`stage_started`);
     :class:`RunState` maps them to the run's. A subclass provides the writer and
-    the store: :meth:`flush` and :meth:`_check_opening`.
+    the store: :meth:`flush`, :meth:`_check_opening` and :meth:`_note_durable`.
     """
 
     run: NamedNode
@@ -53,6 +53,9 @@ class RunEvents(SetupEvents):
         raise NotImplementedError
 
     def _check_opening(self) -> None:
+        raise NotImplementedError
+
+    def _note_durable(self) -> None:
         raise NotImplementedError
 
     @property
@@ -145,6 +148,7 @@ class RunEvents(SetupEvents):
         if state.ended_epochs or self._writer is None:
             try:
                 self.flush(wait=True)
+                self._note_durable()
             except StoreWriteError as error:  # the store refuses writes: this epoch is recorded all the same
                 refused = error
         else:
@@ -191,6 +195,7 @@ class RunEvents(SetupEvents):
         else:
             self._add_all(end)
         state.ended_epochs.add(index)
+        state.last_ended = index
         state.epoch_statistics.ended(index, when - started)
         self.flush(wait=False)
 
