@@ -75,17 +75,70 @@ class DurableMark:
 def note(directory: Path, mark: DurableMark) -> None:
     """Note ``mark`` for its run in the store at ``directory`` (replacing the run's last note).
 
-    Written atomically (a temporary file, then ``os.replace``): a reader or a kill never meets half
-    a file. A note that cannot be written is skipped (said at debug level): it guards the record, it
-    is not part of it.
+    Returns at once (~25 µs): a thread of its own writes the file (creating one took ~0.3 ms on
+    this project's machine), atomically (a temporary file, then ``os.replace``), so that a reader
+    or a kill never meets half a file. A note lost to a kill, or one that cannot be written (said at
+    debug level), leaves the run's previous note: it guards the record, it is not part of it.
     """
-    with _LOCK:
-        notes = _read(directory)
-        notes[mark.run_id] = mark
+    global _worker
+    with _WAKE:
+        _PENDING.setdefault(directory, {})[mark.run_id] = mark
+        if _worker is not None and _worker[0].is_alive():
+            _WAKE.notify_all()
+            return
+        stop = threading.Event()
         try:
-            _write(directory, notes)
-        except OSError as error:
-            log.debug("cnnprov could not note what the store %s holds: %s", directory, error)
+            thread = threading.Thread(target=_write_notes, args=(stop,), name="cnnprov-notes", daemon=True)
+            thread.start()
+            _worker = (thread, stop)
+            return
+        except RuntimeError:  # no new threads (the interpreter is exiting): written here instead
+            pass
+    _write_pending()
+
+
+_PENDING: dict[Path, dict[str, DurableMark]] = {}  # notes not written yet, by store directory
+_WAKE = threading.Condition()
+# The thread that writes notes and what stops it: it lives until a flush (a session's end at the
+# latest) asks for every note, so that no thread outlives a run.
+_worker: tuple[threading.Thread, threading.Event] | None = None
+
+
+def _write_notes(stop: threading.Event) -> None:
+    while True:
+        with _WAKE:
+            while not _PENDING and not stop.is_set():
+                _WAKE.wait()
+            if not _PENDING:
+                return
+        _write_pending()
+
+
+def _write_pending() -> None:
+    with _LOCK:
+        with _WAKE:
+            pending = dict(_PENDING)
+            _PENDING.clear()
+        for directory, marks in pending.items():
+            notes = _read(directory)
+            notes.update(marks)
+            try:
+                _write(directory, notes)
+            except OSError as error:
+                log.debug("cnnprov could not note what the store %s holds: %s", directory, error)
+
+
+def written() -> None:
+    """Write every note made in this process so far, and end the thread that writes them."""
+    global _worker
+    with _WAKE:
+        worker, _worker = _worker, None  # a later note starts a thread again
+        if worker is not None:
+            worker[1].set()
+            _WAKE.notify_all()
+    if worker is not None and worker[0] is not threading.current_thread():
+        worker[0].join()
+    _write_pending()  # what no thread took (one that died)
 
 
 def check(store: ox.Store, directory: Path) -> list[str]:
@@ -115,6 +168,7 @@ def flush(store: ox.Store, directory: Path | None) -> None:
     Only notes read before the flush are dropped (and only if unchanged since, and satisfied): a
     note is written after its records were committed, so those records were in what was flushed.
     """
+    written()  # a note still on its way would stay behind the flush
     before = _read(directory) if directory is not None else {}
     store.flush()  # GIL released
     if not before or directory is None:
