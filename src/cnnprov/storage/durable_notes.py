@@ -199,7 +199,7 @@ def _loss_message(directory: Path, mark: DurableMark, held: int | None) -> str:
     holds = f"it holds {unit}s only up to {held}" if held is not None else "it holds none of them"
     return (
         f"cnnprov: the provenance store '{directory}' lost records of run '{mark.name}' ({mark.run_id}): "
-        f"its write-ahead log (the *.log files) is damaged and RocksDB dropped every record after the "
+        f"its write-ahead log (the *.log files) was damaged and RocksDB dropped every record after the "
         f"damage; {unit}s up to {mark.index} had been stored, {holds}. Keep a copy of the directory; "
         f"`cnnprov export --store {directory}` writes out what can still be read (remove "
         f"'{directory / NOTES_FILE}' to stop this warning once dealt with)"
