@@ -26,7 +26,6 @@ from cnnprov.capture import records
 from cnnprov.capture.conversion import MetricConverter
 from cnnprov.capture.environment import RunEnvironment, current_environment
 from cnnprov.capture.files import file_sha256
-from cnnprov.capture.nodes import epoch_prefix
 from cnnprov.capture.resume import RecordedRun, find_checkpoint, read_run
 from cnnprov.capture.run_events import RunEvents
 from cnnprov.capture.run_state import RunState
@@ -44,7 +43,6 @@ from cnnprov.rdf.vocab import (
     string_literal,
 )
 from cnnprov.storage.crashes import register_repair
-from cnnprov.storage.durable_notes import DurableMark
 from cnnprov.storage.location import StoreLocation
 from cnnprov.storage.protocols import Session, WriteTarget
 from cnnprov.storage.writer import DEFAULT_MAX_BUFFERED, QuadWriter, Replace
@@ -118,7 +116,6 @@ class RunRecorder(RunEvents):
         self.started_at: float | None = None
         self.status: str | None = None
         self._state = RunState()  # training thread: the run's numbering
-        self._noted: int | None = None  # the epoch last noted durable beside the store
         self._converter = MetricConverter(self.run, self.bundle, base)  # writer thread (see its docstring)
 
     # -- lifecycle ---------------------------------------------------------
@@ -348,16 +345,6 @@ class RunRecorder(RunEvents):
         """Hand buffered records to the writer; with ``wait``, return once they are durable."""
         if self._writer is not None:
             self._writer.flush(wait=wait)
-
-    def _note_durable(self) -> None:
-        """After a wait for the store: the epoch that ended last is durable, which is noted beside the
-        store, where later opens compare (a damaged write-ahead log drops records without a word)."""
-        writer, epoch = self._writer, self._state.last_ended
-        if writer is None or epoch is None or epoch == self._noted or writer.pending:
-            return  # nothing new, or records the store refused wait still: not durable
-        self._noted = epoch
-        prefix, ended = epoch_prefix(self.run), PROV.endedAtTime.value
-        self.location.note_durable(DurableMark(self.run_id, self.name, self.bundle.value, prefix, ended, epoch))
 
     def hand_over(self) -> None:
         """Send buffered records on to be written soon, without waiting; cheap to call at every step."""
