@@ -75,7 +75,7 @@ class DurableMark:
 def note(directory: Path, mark: DurableMark) -> None:
     """Note ``mark`` for its run in the store at ``directory`` (replacing the run's last note).
 
-    Returns at once (~25 µs): a thread of its own writes the file (creating one took ~0.3 ms on
+    Returns at once (tens of µs): a thread of its own writes the file (creating one took ~0.3 ms on
     this project's machine), atomically (a temporary file, then ``os.replace``), so that a reader
     or a kill never meets half a file. A note lost to a kill, or one that cannot be written (said at
     debug level), leaves the run's previous note: it guards the record, it is not part of it.
