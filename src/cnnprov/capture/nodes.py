@@ -11,6 +11,11 @@ def epoch_node(run: NamedNode, index: int) -> NamedNode:
     return child(run, "epoch", str(index))
 
 
+def epoch_prefix(run: NamedNode) -> str:
+    """The text every epoch IRI of ``run`` starts with: its index follows."""
+    return child(run, "epoch").value + "/"
+
+
 def attempt_node(run: NamedNode, index: int) -> NamedNode:
     return child(run, "attempt", str(index))
 

@@ -337,6 +337,7 @@ class RunRecorder(RunEvents):
             self._add(run, MLS.hasOutput, state.latest_checkpoint)
         self._summaries_due()  # values of a test stage, or of an epoch cut short
         self.flush()
+        self._note_durable()
 
     def close(self, wait: bool = False) -> None:
         """Store everything buffered and release the store (a shared session stays open). Safe to call twice.

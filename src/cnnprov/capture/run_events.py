@@ -21,12 +21,15 @@ from pyoxigraph import NamedNode, Quad
 from cnnprov.capture import records
 from cnnprov.capture.conversion import FileDigest, MetricRow, SeriesDue, SummariesDue
 from cnnprov.capture.hyperparameters import flatten_hyperparameters, scalar
+from cnnprov.capture.nodes import epoch_prefix
 from cnnprov.capture.run_state import RunState
 from cnnprov.capture.setup_events import SetupEvents
 from cnnprov.errors import RecorderNotStartedError, StoreWriteError
 from cnnprov.rdf import prov_forms
 from cnnprov.rdf.prov_forms import Triple
-from cnnprov.rdf.vocab import CNNPROV, MLS, literal, string_literal
+from cnnprov.rdf.vocab import CNNPROV, MLS, PROV, literal, string_literal
+from cnnprov.storage.durable_notes import DurableMark
+from cnnprov.storage.location import StoreLocation
 from cnnprov.storage.writer import QuadWriter, Replace
 
 #: Builds a MetricRow on the hot path without NamedTuple's Python-level constructor.
@@ -45,6 +48,9 @@ class RunEvents(SetupEvents):
 
     run: NamedNode
     bundle: NamedNode
+    run_id: str
+    name: str
+    location: StoreLocation
     base: str
     _writer: QuadWriter | None
     _state: RunState
@@ -54,6 +60,16 @@ class RunEvents(SetupEvents):
 
     def _check_opening(self) -> None:
         raise NotImplementedError
+
+    def _note_durable(self) -> None:
+        """After a wait for the store: the epoch that ended last is durable, which is noted beside the
+        store, where later opens compare (a damaged write-ahead log drops records without a word)."""
+        writer, epoch, state = self._writer, self._state.last_ended, self._state
+        if writer is None or epoch is None or epoch == state.noted_durable or writer.pending:
+            return  # nothing new, or records the store refused wait still: not durable
+        state.noted_durable = epoch
+        prefix, ended = epoch_prefix(self.run), PROV.endedAtTime.value
+        self.location.note_durable(DurableMark(self.run_id, self.name, self.bundle.value, prefix, ended, epoch))
 
     @property
     def last_epoch(self) -> int | None:
@@ -146,6 +162,7 @@ class RunEvents(SetupEvents):
         if state.ended_epochs or self._writer is None:
             try:
                 self.flush(wait=True)
+                self._note_durable()
             except StoreWriteError as error:  # the store refuses writes: this epoch is recorded all the same
                 refused = error
         else:
@@ -193,6 +210,7 @@ class RunEvents(SetupEvents):
         else:
             self._add_all(end)
         state.ended_epochs.add(index)
+        state.last_ended = index
         state.epoch_statistics.ended(index, when - started)
         self.flush(wait=False)
 

@@ -32,6 +32,8 @@ class RunState:
     epochs: dict[int, float] = field(default_factory=dict)  # epoch index → its first start time
     current_epoch: int | None = None
     ended_epochs: set[int] = field(default_factory=set)
+    last_ended: int | None = None  # the epoch that ended last: durable at the next wait for the store
+    noted_durable: int | None = None  # the epoch last noted durable beside the store
     reopened_epochs: set[int] = field(default_factory=set)  # recorded before: a resumed attempt re-entered them
     checkpoints: int = 0
     latest_checkpoint: NamedNode | None = None

@@ -30,6 +30,7 @@ import pyoxigraph as ox
 from cnnprov.errors import StoreError, StoreLockedError, StoreOpenInThisProcessError
 from cnnprov.storage.advertisement import advertise, read_holder, withdraw
 from cnnprov.storage.crashes import record_crashed_runs
+from cnnprov.storage.durable_notes import check, flush
 from cnnprov.storage.local_handles import LocalReader, LocalTarget, SharedSession
 from cnnprov.storage.location import StoreLocation
 from cnnprov.storage.opening import (
@@ -129,6 +130,7 @@ class LocalSession:
             predecessor.wait_released()
         self._set_store(_open_waiting(self.path, self.location.lock_wait_s, opening=self))
         assert self._store is not None
+        check(self._store, self.path)  # a damaged log lost records a killed writer had stored: say so
         record_crashed_runs(self._store)  # what a killed writer could not: it held the store before us
         try:
             if self._serve_reads:
@@ -161,7 +163,7 @@ class LocalSession:
         if not self._reopened:
             self.store  # noqa: B018 - open, or raise why it cannot be
         # (after a failed write the store may not reopen yet: the run's records wait, or are spilled)
-        target = LocalTarget(self._store, reopen=self._reopen, where=str(self.path))
+        target = LocalTarget(self._store, reopen=self._reopen, where=str(self.path), directory=self.path)
         # beside the store, named after the run: records it still refused when the run ended
         target.spill_path = spill_path(self.path, run_id) if spool else None
         self._targets.add(target)
@@ -258,7 +260,8 @@ class LocalSession:
                 self._set_store(None)
             if store is not None:
                 try:
-                    store.flush()  # GIL released; the data is durable already (in RocksDB's log)
+                    # GIL released; the data is durable already (in RocksDB's log), and its notes go
+                    flush(store, self.path)
                 except Exception as error:  # the next open replays the log instead
                     log.warning("cnnprov could not write the provenance store's memory tables: %s", error)
                 del store  # the last reference: RocksDB closes and lets go of its lock
@@ -340,10 +343,10 @@ def open_local_reader(location: StoreLocation) -> Any:
         check_readable(path)
         locked = is_locked(path)
         if locked is False:  # nobody writes it: read it read-only (no lock, no files left)
-            return LocalReader(open_read_only(path), owned=True)
+            return LocalReader(_checked(open_read_only(path), path), owned=True)
         if locked is None:  # cannot be told here: an open for writing says, by failing if it is held
             try:
-                return LocalReader(_open_waiting(path, 0), owned=True)
+                return LocalReader(_checked(_open_waiting(path, 0), path), owned=True)
             except StoreOpenInThisProcessError:
                 raise
             except StoreLockedError:
@@ -365,7 +368,13 @@ def open_store_to_serve(location: StoreLocation) -> ox.Store:
     ``read_wait_s`` for a run that has just let go of it, then raises :class:`StoreLockedError`."""
     assert location.path is not None
     check_readable(location.path)
-    return _open_waiting(location.path, location.read_wait_s)
+    return _checked(_open_waiting(location.path, location.read_wait_s), location.path)
+
+
+def _checked(store: ox.Store, path: Path) -> ox.Store:
+    """``store``, after its notes were compared with it (:mod:`cnnprov.storage.durable_notes`)."""
+    check(store, path)
+    return store
 
 
 if TYPE_CHECKING:  # mypy checks that the embedded store's classes do what the protocols say

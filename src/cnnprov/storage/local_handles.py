@@ -12,6 +12,7 @@ import pyoxigraph as ox
 
 from cnnprov.errors import StoreError
 from cnnprov.rdf.sparql import Term, replace_operation
+from cnnprov.storage.durable_notes import flush
 from cnnprov.storage.spool import Spool
 
 if TYPE_CHECKING:
@@ -35,10 +36,12 @@ class LocalTarget:
         store: ox.Store | None,
         reopen: Callable[[], ox.Store | None] | None = None,
         where: str = "",
+        directory: Path | None = None,
     ) -> None:
         self.store = store
         self.reopen = reopen
         self.where = where
+        self.directory = directory  # an embedded store's: its notes are pruned after a flush
         self.spill_path: Path | None = None
         self._unflushed = 0  # quads written since RocksDB last wrote its memory tables to disk
 
@@ -83,7 +86,7 @@ class LocalTarget:
         store.extend(batch)
         self._unflushed += len(batch)
         if self._unflushed >= MEMTABLE_QUADS:
-            store.flush()  # GIL released too
+            flush(store, self.directory)  # GIL released too; a sweep's notes of runs now in table files go
             self._unflushed = 0
 
     def replace(

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from cnnprov.errors import StoreError
 
 if TYPE_CHECKING:
+    from cnnprov.storage.durable_notes import DurableMark
     from cnnprov.storage.protocols import Reader, Session
 
 #: Environment variable that overrides the default store location.
@@ -170,6 +171,14 @@ class StoreLocation:
         from cnnprov.storage.remote import RemoteStore
 
         return RemoteStore(self)
+
+    def note_durable(self, mark: DurableMark) -> None:
+        """Note beside an embedded store that it holds ``mark``'s records durably, for later opens to
+        compare (a damaged write-ahead log drops records silently); an endpoint keeps its own log."""
+        if self.path is not None:
+            from cnnprov.storage.durable_notes import note
+
+            note(self.path, mark)
 
     def held_by_another_process(self) -> bool:
         """Whether another live process holds this (embedded) store: opening it would wait, then fail."""
