@@ -72,7 +72,7 @@ def find_run(store: ReadStore, run_id: str) -> tuple[NamedNode, NamedNode] | Non
     """The run stored under ``run_id`` and the bundle that describes it: ``(run, bundle)``, or ``None``."""
     rows = list(
         store.query(
-            f"""SELECT ?run ?g WHERE {{ GRAPH ?g {{
+            f"""SELECT ?run ?g ?id WHERE {{ GRAPH ?g {{
                   ?g <{CNNPROV_NS}describesRun> ?run . ?run <{CNNPROV_NS}runId> ?id }} }} ORDER BY ?g LIMIT 1""",
             substitutions={Variable("id"): Literal(run_id)},
         )
