@@ -77,9 +77,9 @@ def test_checkpoints_saved_by_hand_during_and_after_fit_are_recorded_in_epochs_t
     trainer.save_checkpoint(tmp_path / "final.ckpt")  # after fit: the run's stages are over
     rows = {row["path"].rsplit("/", 1)[-1]: row for row in ProvStore(store_path).sparql(CHECKPOINTS).to_dicts()}
     assert set(rows) == {"by-hand-epoch-0.ckpt", "final.ckpt"}
-    assert rows["by-hand-epoch-0.ckpt"]["epoch"] == 0 and rows["by-hand-epoch-0.ckpt"]["by"].endswith("/epoch/0")
+    assert rows["by-hand-epoch-0.ckpt"]["epoch"] == 0 and rows["by-hand-epoch-0.ckpt"]["by"].endswith("/epoch-0")
     assert rows["final.ckpt"]["epoch"] == 1  # Lightning's counter says 2, an epoch that never ran
-    assert rows["final.ckpt"]["by"].endswith(f"/run/{logger.run_id}")
+    assert rows["final.ckpt"]["by"].endswith(f"/run-{logger.run_id}")
     (run,) = ProvStore(store_path).runs().to_dicts()
     assert run["status"] == "success"
     resumed = ProvLogger(store=store_path)  # the file it saved after fit leads back to the run

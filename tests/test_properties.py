@@ -9,19 +9,20 @@ from __future__ import annotations
 
 import datetime
 import math
-from urllib.parse import unquote
+import re
 
 import pyoxigraph as ox
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cnnprov.rdf.vocab import RDF, child, iri_segment, literal, python_value
+from cnnprov.rdf.vocab import RDF, child, iri_segment, kind_segment, literal, python_value, segment_text
 
 settings.register_profile("cnnprov", max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile("cnnprov")
 
-PARENT = ox.NamedNode("https://w3id.org/cnnprov/id/run/3f2a")
+PARENT = ox.NamedNode("https://w3id.org/cnnprov/id/run-3f2a")
+LEGACY_PARENT = ox.NamedNode("https://w3id.org/cnnprov/id/run/3f2a")  # a run as earlier versions minted it
 P = ox.NamedNode("https://example.org/p")
 G = ox.NamedNode("https://example.org/g")
 
@@ -55,35 +56,52 @@ def sparql_sees_a_datetime(term) -> bool:
 
 # -- IRIs ----------------------------------------------------------------------
 
+#: XML's NCName (ASCII), which the local part of a PROV-XML identifier (an xs:QName) must be.
+NCNAME = re.compile(r"[A-Za-z_][A-Za-z0-9._-]*")
+
 
 @given(ANY_TEXT)
 def test_any_name_becomes_a_valid_iri_that_survives_n_quads(name):
-    node = child(PARENT, name)  # NamedNode validates: an invalid IRI raises here
-    assert node.value.startswith(PARENT.value + "/")
+    node = child(PARENT, "setting", name)  # NamedNode validates: an invalid IRI raises here
+    assert node.value.startswith(PARENT.value + "/setting-")
     quad = ox.Quad(node, P, ox.Literal("x"), G)
     assert nquads_round_trip(quad) == quad
     assert stored_and_read_back(node) == node
 
 
 @given(ANY_TEXT)
-def test_an_iri_segment_decodes_to_its_name_and_has_no_reserved_characters(name):
+def test_an_iri_segment_decodes_to_its_name_and_is_an_ncname(name):
     segment = iri_segment(name)
-    assert unquote(segment, errors="surrogatepass") == name  # reversible, hence injective
-    assert not set(segment) & set("/?#[]@!$&'()*+,;= <>\"{}|\\^`")
-    assert segment not in (".", "..")  # IRI resolution would drop them
+    assert segment_text(segment) == name  # reversible, hence injective
+    assert NCNAME.fullmatch(segment)  # so a PROV-XML QName can end in it; no reserved character either
+    assert NCNAME.fullmatch(kind_segment("setting", name))
+    assert child(PARENT, "setting", name).value.rsplit("/", 1)[1] == kind_segment("setting", name)
 
 
 @given(ANY_TEXT, ANY_TEXT)
 def test_distinct_names_never_share_an_iri(a, b):
     if a != b:
-        assert child(PARENT, a) != child(PARENT, b)
+        assert iri_segment(a) != iri_segment(b)
         assert child(PARENT, "setting", a) != child(PARENT, "setting", b)
+        assert child(LEGACY_PARENT, "setting", a) != child(LEGACY_PARENT, "setting", b)
 
 
-@given(st.lists(ANY_TEXT, min_size=1, max_size=3), st.lists(ANY_TEXT, min_size=1, max_size=3))
-def test_paths_of_segments_are_injective_too(a, b):
+KINDS = st.sampled_from(["epoch", "value", "setting", "group", "learning-rates", "learning-rate-finder", "trials"])
+
+
+PARTS = st.lists(st.tuples(KINDS, ANY_TEXT), min_size=1, max_size=3)
+
+
+@given(PARTS, PARTS)
+def test_paths_of_parts_are_injective_too(a, b):
+    def path(parts):
+        node = PARENT
+        for kind, name in parts:
+            node = child(node, kind, name)
+        return node
+
     if a != b:
-        assert child(PARENT, *a) != child(PARENT, *b)
+        assert path(a) != path(b)
 
 
 @pytest.mark.parametrize(
@@ -91,22 +109,40 @@ def test_paths_of_segments_are_injective_too(a, b):
     [
         ("lr", "lr"),
         ("optimizer.lr", "optimizer.lr"),
-        ("val loss", "val%20loss"),
-        ("train/acc", "train%2Facc"),
-        ("50%", "50%25"),
-        ("学习率", "%E5%AD%A6%E4%B9%A0%E7%8E%87"),
-        ("a#b", "a%23b"),
-        ("", ""),
-        (".", "%2E"),
-        ("..", "%2E%2E"),
-        ("...", "..."),
-        ("\ud800", "%ED%A0%80"),
+        ("val_acc", "val_acc"),
+        ("_private", "_private"),
+        ("val loss", "val_x0020_loss"),
+        ("train/acc", "train_x002F_acc"),
+        ("50%", "_x0035_0_x0025_"),
+        ("学习率", "_x5B66__x4E60__x7387_"),
+        ("a#b", "a_x0023_b"),
+        ("max_x", "max_x005F_x"),
+        ("", "_x_"),
+        (".", "_x002E_"),
+        ("..", "_x002E_."),
+        ("\ud800", "_xD800_"),
+        ("\U0001F600", "_x1F600_"),
     ],
 )
 def test_iri_segments_are_stable(name, segment):
-    """Stores written by earlier versions keep matching: the encoding of a name never changes."""
+    """Stores keep matching: the encoding of a name never changes (ordinary names kept earlier versions' segments)."""
     assert iri_segment(name) == segment
     assert iri_segment(name) == iri_segment(str(name))
+
+
+def test_parts_of_a_run_end_in_ncnames_and_parts_of_an_earlier_versions_run_keep_its_shape():
+    assert child(PARENT, "epoch", 3).value == PARENT.value + "/epoch-3"
+    assert child(PARENT, "value", "").value == PARENT.value + "/value-"  # a counter follows
+    assert child(child(PARENT, "optimizer", 0), "group", 0).value == PARENT.value + "/optimizer-0/group-0"
+    assert child(child(PARENT, "trainer"), "setting", "a b").value == PARENT.value + "/trainer/setting-a_x0020_b"
+    legacy = LEGACY_PARENT.value
+    assert child(LEGACY_PARENT, "epoch", 3).value == legacy + "/epoch/3"
+    assert child(LEGACY_PARENT, "value", "").value == legacy + "/value/"
+    group = child(child(LEGACY_PARENT, "optimizer", 0), "group", 0)
+    assert child(group, "setting", "a b").value == legacy + "/optimizer/0/group/0/setting/a%20b"
+    assert child(child(LEGACY_PARENT, "trainer"), "setting", "a").value == legacy + "/trainer/setting/a"
+    # a base that ends in a folder of the earlier shape still gives new runs the new shape
+    assert child(ox.NamedNode("https://example.org/run/run-3f2a"), "epoch", 3).value.endswith("/run-3f2a/epoch-3")
 
 
 # -- literals ----------------------------------------------------------------------

@@ -159,7 +159,7 @@ def test_a_run_logged_to_the_server_reads_like_a_local_one(server, tmp_path):
     exported = cli("export", "--store", server.url, "--format", "nquads", "--run", logger.run_id[:8])
     assert exported.returncode == 0, exported.stderr
     quads = list(ox.parse(exported.stdout.encode(), format=ox.RdfFormat.N_QUADS))
-    assert {q.graph_name.value for q in quads} == {f"https://w3id.org/cnnprov/id/bundle/{logger.run_id}"}
+    assert {q.graph_name.value for q in quads} == {f"https://w3id.org/cnnprov/id/bundle/run-{logger.run_id}"}
 
     dataset = ProvStore(server.url).dataset()  # rdflib over the endpoint, default graph = the union
     (count,) = next(iter(dataset.query(f"SELECT (COUNT(?e) AS ?n) WHERE {{ ?e a <{CNNPROV}Epoch> }}")))

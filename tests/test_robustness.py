@@ -363,7 +363,7 @@ def test_a_checkpoint_whose_record_a_kill_prevented_still_leads_back_to_its_run(
              ?c cnnprov:sha256 ?sha ; prov:wasGeneratedBy ?by }""",
         sha=file_sha256(checkpoint),
     )
-    assert used["index"] == 2 and used["by"].endswith(f"/run/{run_id}")
+    assert used["index"] == 2 and used["by"].endswith(f"/run-{run_id}")
 
 
 # ---------------------------------------------------------------------------
@@ -545,7 +545,7 @@ def test_fit_then_test_attributes_test_metrics_to_the_run_not_an_epoch(tmp_path)
     assert (run["status"], run["epochs"]) == ("success", 2)
     (test_acc,) = values_of(store, "test_acc")
     assert test_acc["epoch"] is None
-    assert test_acc["generator"].endswith(f"/run/{logger.run_id}")
+    assert test_acc["generator"].endswith(f"/run-{logger.run_id}")
     roles = ask(store, "SELECT ?role WHERE { ?r prov:used [ cnnprov:dataRole ?role ] } ORDER BY ?role")
     assert [r["role"] for r in roles] == ["test", "train", "validation"]
 

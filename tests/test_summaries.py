@@ -56,7 +56,7 @@ def expected_summaries(store: ProvStore) -> dict[tuple[str, str], dict]:
     """Each run's and measure's summary, computed here from every stored value."""
     grouped: dict[tuple[str, str], list[tuple[int, float, int | None]]] = {}
     for row in store.sparql(VALUES).to_dicts():
-        order = int(row["node"].rsplit("/", 1)[1])  # values are numbered as they were logged
+        order = int(row["node"].rsplit("-", 1)[1])  # values are numbered as they were logged
         grouped.setdefault((row["run_id"], row["name"]), []).append((order, row["value"], row["epoch"]))
     for row in store.sparql(SERIES).to_dicts():  # step-level values: the points of series, in step order
         points = [(step, value) for step, value, *_ in json.loads(row["points"])]

@@ -45,8 +45,9 @@ def fresh_graph(run_export: tuple[str, bytes]) -> tuple[rdflib.Graph, URIRef]:
     return graph, run
 
 
-def node(run: URIRef, *path: str) -> URIRef:
-    return URIRef("/".join([str(run), *path]))
+def node(run: URIRef, kind: str, name: str) -> URIRef:
+    """The run's ``kind`` part named ``name``, as the recorder mints it (``…/epoch-1``)."""
+    return URIRef(f"{run}/{kind}-{name}")
 
 
 # -- good records conform ---------------------------------------------------------------------

@@ -11,6 +11,7 @@ the rate a step used from it. Stores written before series (with
 from __future__ import annotations
 
 import bisect
+import re
 from typing import TYPE_CHECKING, Any
 
 from pyoxigraph import Variable
@@ -89,9 +90,10 @@ def rate_at(table: QueryResult, step: int, optimizer: int = 0, group: int = 0) -
 
 
 def _group_key(iri: str) -> tuple[int, int] | None:
-    """(optimizer, group) of a parameter group's IRI ``…/optimizer/{i}/group/{j}``."""
-    parts = iri.rsplit("/", 4)
-    numbers = parts[2::2]
-    if len(parts) == 5 and parts[1] == "optimizer" and parts[3] == "group" and all(n.isdigit() for n in numbers):
-        return int(parts[2]), int(parts[4])
-    return None
+    """(optimizer, group) of a parameter group's IRI ``…/optimizer-{i}/group-{j}`` (``…/optimizer/{i}/group/{j}``
+    in a run an earlier version recorded)."""
+    found = _GROUP_IRI.search(iri)
+    return (int(found.group(1)), int(found.group(2))) if found else None
+
+
+_GROUP_IRI = re.compile(r"/optimizer[-/]([0-9]+)/group[-/]([0-9]+)\Z")

@@ -15,6 +15,10 @@ forms is reduced to one, so the exports carry every relation once:
   (overwriting that node's agent). Such a plain relation gets a blank
   qualified node of its own, which ``prov`` reads as an anonymous relation.
 
+A literal of a datatype of cnnprov's own (``cnnprov:pointsJSON``) becomes a plain string:
+PROV-XML writes a literal's datatype as its ``xsi:type``, which must name a type that
+W3C's schema knows (XML Schema's); the property (``cnnprov:seriesPoints``) still says what it holds.
+
 And ``prov`` keeps only what it can attach to a PROV element or relation: a node
 described without a PROV class (a measure or hyperparameter typed only with an
 ML Schema class, a run named in a study's graph) gets one first, so its
@@ -36,7 +40,7 @@ import hashlib
 import re
 from typing import TYPE_CHECKING, Any
 
-from cnnprov.rdf.vocab import CNNPROV_NS, PREFIXES, PROV_NS
+from cnnprov.rdf.vocab import PREFIXES, PROV_NS, XSD_NS
 
 if TYPE_CHECKING:  # prov and rdflib load when an export runs, not when the CLI starts
     import rdflib
@@ -87,7 +91,7 @@ def prov_document(store: ProvStore, run: str | None = None) -> ProvDocument:
         one_form_per_relation(graph)
         generation_times(graph)
         described_as_prov(graph, elsewhere)
-        xml_schema_literals(graph)
+        schema_datatypes(graph)
         graphs.append(_in_order(graph))
     document = ProvDocument()
     serializer = ProvRDFSerializer(document)
@@ -110,20 +114,6 @@ def prov_document(store: ProvStore, run: str | None = None) -> ProvDocument:
     for container in (document, *document.bundles):
         in_one_order(container)
     return document
-
-
-def xml_schema_literals(graph: rdflib.Graph) -> rdflib.Graph:
-    """Give literals of cnnprov's own datatypes (a series' ``cnnprov:pointsJSON``) the type ``xsd:string``
-    (changes ``graph``): PROV-XML types attribute values by XML Schema's types, and its schema has no other.
-    The RDF exports keep the datatype; the text is the same."""
-    import rdflib
-
-    for subject, predicate, value in list(graph):
-        datatype = getattr(value, "datatype", None)
-        if datatype is not None and str(datatype).startswith(CNNPROV_NS):
-            graph.remove((subject, predicate, value))
-            graph.add((subject, predicate, rdflib.Literal(str(value), datatype=rdflib.XSD.string)))
-    return graph
 
 
 def in_one_order(bundle: ProvBundle) -> ProvBundle:
@@ -249,6 +239,17 @@ def described_as_prov(graph: rdflib.Graph, elsewhere: dict | None = None) -> rdf
             described_as_activity = any(p in activity_properties for p in graph.predicates(subject))
             cls = rdflib.URIRef(PROV_NS + ("Activity" if described_as_activity else "Entity"))
         graph.add((subject, RDF.type, cls))
+    return graph
+
+
+def schema_datatypes(graph: rdflib.Graph) -> rdflib.Graph:
+    """Make each literal of a datatype outside XML Schema a plain string (changes ``graph``); returns it."""
+    import rdflib
+
+    for subject, predicate, obj in list(graph):
+        if isinstance(obj, rdflib.Literal) and obj.datatype is not None and not str(obj.datatype).startswith(XSD_NS):
+            graph.remove((subject, predicate, obj))
+            graph.add((subject, predicate, rdflib.Literal(str(obj))))
     return graph
 
 

@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from pyoxigraph import NamedNode
 
-from cnnprov.rdf.vocab import child
+from cnnprov.rdf.vocab import child, iri, kind_segment
+
+
+def run_node(base: str, run_id: str) -> NamedNode:
+    """The IRI of the run ``run_id`` minted under ``base``: ``{base}run-{id}``."""
+    return iri(base, kind_segment("run", run_id))
+
+
+def run_bundle_node(base: str, run_id: str) -> NamedNode:
+    """The named graph (a PROV bundle) that holds the run's records: ``{base}bundle/run-{id}``."""
+    return iri(base, "bundle", kind_segment("run", run_id))
 
 
 def epoch_node(run: NamedNode, index: int) -> NamedNode:

@@ -26,7 +26,8 @@ from cnnprov.capture import records
 from cnnprov.capture.conversion import MetricConverter, SeriesDue
 from cnnprov.capture.environment import RunEnvironment, current_environment
 from cnnprov.capture.files import file_sha256
-from cnnprov.capture.resume import RecordedRun, find_checkpoint, read_run
+from cnnprov.capture.nodes import run_bundle_node, run_node
+from cnnprov.capture.resume import RecordedRun, find_checkpoint, find_run, read_run
 from cnnprov.capture.run_events import RunEvents
 from cnnprov.capture.run_state import RunState
 from cnnprov.capture.summary_repair import rewrite_summaries
@@ -38,8 +39,6 @@ from cnnprov.rdf.vocab import (
     datetime_literal,
     double_literal,
     integer_literal,
-    iri,
-    iri_segment,
     string_literal,
 )
 from cnnprov.storage.crashes import register_repair
@@ -122,8 +121,8 @@ class RunRecorder(RunEvents):
         self.run_id = run_id or str(uuid.uuid4())
         self.name = name or self.run_id[:8]
         self.base = base
-        self.run = iri(base, "run", iri_segment(self.run_id))
-        self.bundle = iri(base, "bundle", iri_segment(self.run_id))
+        self.run = run_node(base, self.run_id)
+        self.bundle = run_bundle_node(base, self.run_id)
         self._max_buffered = max_buffered
         self._writer: QuadWriter | None = None
         self._lock = threading.Lock()
@@ -244,12 +243,17 @@ class RunRecorder(RunEvents):
                 recorded = self._adopt(store, run, bundle)
                 if recorded is not None:
                     return recorded, checkpoint
-            if written_by is not None and written_by != self.run_id:
-                segment = iri_segment(written_by)
-                recorded = self._adopt(store, iri(self.base, "run", segment), iri(self.base, "bundle", segment))
+            stored = find_run(store, written_by) if written_by is not None and written_by != self.run_id else None
+            if stored is not None:
+                recorded = self._adopt(store, *stored)
                 if recorded is not None:
                     return recorded, None
-        return read_run(store, self.run, self.bundle), None
+        # by its id, not its IRI: a run an earlier version recorded has IRIs of another shape
+        stored = find_run(store, self.run_id)
+        if stored is None:
+            return None, None
+        self.run, self.bundle = stored
+        return read_run(store, *stored), None
 
     def _adopt(self, store: Any, run: NamedNode, bundle: NamedNode) -> RecordedRun | None:
         """The stored run ``run`` (in ``bundle``), which this recorder then continues: its ids and name."""

@@ -40,6 +40,7 @@ from cnnprov.rdf.vocab import (
     integer_literal,
     iri,
     iri_segment,
+    kind_segment,
     literal,
     string_literal,
 )
@@ -90,7 +91,7 @@ def agents(run: NamedNode, bundle: NamedNode, base: str, env: RunEnvironment) ->
     user = iri(base, "agent", "person", iri_segment(env.user))
     triples = agent(run, user, PROV.Person, env.user)
     for software, version in env.software.items():
-        software_agent = iri(base, "agent", "software", iri_segment(software), iri_segment(version))
+        software_agent = iri(base, "agent", "software", iri_segment(software), kind_segment("version", version))
         triples += agent(run, software_agent, PROV.SoftwareAgent, software)
         triples += prov_forms.association(run, software_agent)
         triples.append((software_agent, CNNPROV.softwareVersion, string_literal(version)))

@@ -16,10 +16,10 @@ from typing import Any
 
 from pyoxigraph import Literal, NamedNode, Variable
 
-from cnnprov.capture.metric_series import metric_series_node
+from cnnprov.capture.nodes import checkpoint_node
 from cnnprov.capture.summaries import RunningSummary
 from cnnprov.rdf.points import unpack_points
-from cnnprov.rdf.vocab import CNNPROV, CNNPROV_NS, MLS, MLS_NS, PROV, PROV_NS, RDF, RDFS, python_value
+from cnnprov.rdf.vocab import CNNPROV, CNNPROV_NS, MLS, MLS_NS, PROV, PROV_NS, RDF, RDFS, child, python_value
 from cnnprov.storage.protocols import ReadStore
 
 
@@ -27,8 +27,9 @@ from cnnprov.storage.protocols import ReadStore
 class RecordedRun:
     """Where the stored record of a run stops.
 
-    Counts are the highest number used in the run's IRIs (``…/value/{n}``), so
-    a continuation mints the next ones without colliding.
+    Counts are the highest number used in the run's IRIs (``…/value-{n}``, or
+    ``…/value/{n}`` in a run an earlier version recorded), so a continuation mints
+    the next ones without colliding.
     """
 
     run: NamedNode
@@ -69,6 +70,18 @@ def find_checkpoint(store: ReadStore, sha256: str) -> tuple[NamedNode, NamedNode
     return rows[0]["checkpoint"], rows[0]["run"], rows[0]["g"]
 
 
+def find_run(store: ReadStore, run_id: str) -> tuple[NamedNode, NamedNode] | None:
+    """The run stored under ``run_id`` and the bundle that describes it: ``(run, bundle)``, or ``None``."""
+    rows = list(
+        store.query(
+            f"""SELECT ?run ?g ?id WHERE {{ GRAPH ?g {{
+                  ?g <{CNNPROV_NS}describesRun> ?run . ?run <{CNNPROV_NS}runId> ?id }} }} ORDER BY ?g LIMIT 1""",
+            substitutions={Variable("id"): Literal(run_id)},
+        )
+    )
+    return (rows[0]["run"], rows[0]["g"]) if rows else None
+
+
 def read_run(store: ReadStore, run: NamedNode, bundle: NamedNode) -> RecordedRun | None:
     """The stored record of ``run`` in graph ``bundle``, or ``None`` if the store has none."""
     run_id = _one(store, run, CNNPROV.runId, bundle)
@@ -93,20 +106,21 @@ def read_run(store: ReadStore, run: NamedNode, bundle: NamedNode) -> RecordedRun
         record.epochs[index] = python_value(row["first"]).timestamp()
         if row["seconds"] is not None:  # it ended
             record.epoch_seconds[index] = python_value(row["seconds"])
-    record.values = _highest(store, bundle, MLS.ModelEvaluation, run.value + "/value/")
-    record.series = _highest(store, bundle, CNNPROV.MetricSeries, metric_series_node(run, 1).value[:-1])
-    record.checkpoints = _highest(store, bundle, CNNPROV.Checkpoint, run.value + "/checkpoint/")
+    # the prefixes the run's own IRIs have (child() mints in the shape of the run's IRI)
+    record.values = _highest(store, bundle, MLS.ModelEvaluation, _prefix(run, "value"))
+    record.series = _highest(store, bundle, CNNPROV.MetricSeries, _prefix(run, "series"))
+    record.checkpoints = _highest(store, bundle, CNNPROV.Checkpoint, _prefix(run, "checkpoint"))
     if record.checkpoints:
-        record.latest_checkpoint = NamedNode(f"{run.value}/checkpoint/{record.checkpoints}")
-    record.learning_rate_series = _highest(store, bundle, CNNPROV.LearningRateSeries, run.value + "/learning-rates/")
-    record.attempts = _highest(store, bundle, CNNPROV.Attempt, run.value + "/attempt/")
-    optimizer_prefix = run.value + "/optimizer/"
+        record.latest_checkpoint = checkpoint_node(run, record.checkpoints)
+    record.learning_rate_series = _highest(store, bundle, CNNPROV.LearningRateSeries, _prefix(run, "learning-rates"))
+    record.attempts = _highest(store, bundle, CNNPROV.Attempt, _prefix(run, "attempt"))
+    optimizer_prefix = _prefix(run, "optimizer")
     for quad in store.quads_for_pattern(None, RDF.type, CNNPROV.Optimizer, bundle):
         subject = quad.subject
         index = _suffix_number(subject.value, optimizer_prefix) if isinstance(subject, NamedNode) else None
         if index is not None and isinstance(subject, NamedNode):
             record.optimizers[index] = subject
-    _read_learning_rates(store, record, optimizer_prefix)
+    _read_learning_rates(store, record)
     record.summaries = fold_values(store, run, bundle)
     return record
 
@@ -114,7 +128,7 @@ def read_run(store: ReadStore, run: NamedNode, bundle: NamedNode) -> RecordedRun
 def fold_values(store: ReadStore, run: NamedNode, bundle: NamedNode) -> dict[str, RunningSummary]:
     """Each measure's summary, from every value stored (those of an interrupted epoch too, and the
     points of its step-level series), in logging order."""
-    prefix = run.value + "/value/"
+    prefix = _prefix(run, "value")
     values: list[tuple[float, int, int, str, float, int | None]] = []
     for row in store.query(
         f"""SELECT ?g ?value_node ?name ?value ?epoch ?at WHERE {{ GRAPH ?g {{
@@ -131,7 +145,7 @@ def fold_values(store: ReadStore, run: NamedNode, bundle: NamedNode) -> dict[str
         when = python_value(at).timestamp() if at is not None else 0.0
         index = int(epoch.value) if epoch else None
         values.append((when, number, 0, row["name"].value, float(row["value"].value), index))
-    series_prefix = metric_series_node(run, 1).value[:-1]
+    series_prefix = _prefix(run, "series")
     for row in store.query(
         f"""SELECT ?g ?series ?name ?points ?epoch WHERE {{ GRAPH ?g {{
               ?series a <{CNNPROV_NS}MetricSeries> ; <{MLS_NS}specifiedBy> ?measure ;
@@ -153,7 +167,7 @@ def fold_values(store: ReadStore, run: NamedNode, bundle: NamedNode) -> dict[str
     return summaries
 
 
-def _read_learning_rates(store: ReadStore, record: RecordedRun, optimizer_prefix: str) -> None:
+def _read_learning_rates(store: ReadStore, record: RecordedRun) -> None:
     """Each parameter group's latest rate: its last series' last value, or its lr setting's
     value when no series derives from it (a learning-rate adaptation's setting, in a store
     written before series)."""
@@ -167,13 +181,11 @@ def _read_learning_rates(store: ReadStore, record: RecordedRun, optimizer_prefix
         substitutions={Variable("g"): record.bundle},
     ):
         group = row["group"].value
-        if not group.startswith(optimizer_prefix):
-            continue
-        parts = group[len(optimizer_prefix) :].split("/")
-        if len(parts) == 3 and parts[1] == "group" and parts[0].isdigit() and parts[2].isdigit():
+        for optimizer_index, optimizer in record.optimizers.items():
+            group_index = _suffix_number(group, _prefix(optimizer, "group"))
             value = python_value(row["value"])
-            if isinstance(value, (int, float)):
-                record.learning_rates[(int(parts[0]), int(parts[2]))] = (row["latest"], float(value))
+            if group_index is not None and isinstance(value, (int, float)):
+                record.learning_rates[(optimizer_index, group_index)] = (row["latest"], float(value))
 
 
 def _one(store: ReadStore, subject: NamedNode, predicate: NamedNode, graph: NamedNode) -> Any:
@@ -192,6 +204,12 @@ def _highest(store: ReadStore, graph: NamedNode, cls: NamedNode, prefix: str) ->
         if number is not None and number > highest:
             highest = number
     return highest
+
+
+def _prefix(node: NamedNode, kind: str) -> str:
+    """What the IRIs of ``node``'s numbered ``kind`` parts start with: ``…/value-`` (``…/value/`` in an
+    earlier version's run)."""
+    return child(node, kind, "").value
 
 
 def _suffix_number(iri: str, prefix: str) -> int | None:

@@ -79,7 +79,7 @@ def trial(
     if value is not None:
         triples.append((run, CNNPROV.objectiveValue, double_literal(value)))
     for name, suggested in params.items():
-        node = child(activity, "trial", str(number), "suggestion", name)
+        node = child(child(activity, "trial", number), "suggestion", name)
         parameter = iri(base, "hyperparameter", iri_segment(name))
         triples += records.setting(node, parameter, literal(scalar(suggested)))
         triples += [

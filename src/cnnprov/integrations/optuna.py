@@ -36,8 +36,9 @@ from typing import Any
 
 from cnnprov.capture import records
 from cnnprov.capture import study as study_records
+from cnnprov.capture.nodes import run_node
 from cnnprov.rdf.prov_forms import Triple
-from cnnprov.rdf.vocab import DEFAULT_BASE, iri, iri_segment
+from cnnprov.rdf.vocab import DEFAULT_BASE, iri, kind_segment
 from cnnprov.storage.location import StoreLocation
 from cnnprov.storage.protocols import Session
 
@@ -69,10 +70,10 @@ class OptunaStudyRecorder:
         self.session: Session = StoreLocation.parse(store).open_session() if not isinstance(store, Session) else store
         self.base = base
         self.study_id = str(uuid.uuid4())
-        self.activity = iri(base, "study", iri_segment(self.study_id))
-        self.bundle = iri(base, "bundle", "study-" + iri_segment(self.study_id))
+        self.activity = iri(base, kind_segment("study", self.study_id))
+        self.bundle = iri(base, "bundle", kind_segment("study", self.study_id))
         sampler = type(study.sampler)
-        self.sampler = iri(base, "agent", "sampler", iri_segment(self.study_id))
+        self.sampler = iri(base, "agent", "sampler", kind_segment("study", self.study_id))
         self._sampler_class = f"{sampler.__module__}.{sampler.__qualname__}"
         self._write(self._study_records(time.time()))
 
@@ -90,7 +91,7 @@ class OptunaStudyRecorder:
         run_id = trial.user_attrs.get(RUN_ID_ATTRIBUTE)
         if run_id is None:
             return  # the trial trained without a logger from this recorder
-        run = iri(self.base, "run", iri_segment(run_id))
+        run = run_node(self.base, run_id)
         self._write(
             study_records.trial(
                 run, self.activity, self.sampler, self.base, trial.number, trial.state.name, trial.value, trial.params
@@ -105,7 +106,7 @@ class OptunaStudyRecorder:
             best = None
         best_run = None
         if best is not None and RUN_ID_ATTRIBUTE in best.user_attrs:
-            best_run = iri(self.base, "run", iri_segment(best.user_attrs[RUN_ID_ATTRIBUTE]))
+            best_run = run_node(self.base, best.user_attrs[RUN_ID_ATTRIBUTE])
         self._write(study_records.study_end(self.activity, time.time(), best_run))
         if self._owns_session:
             self.session.close()

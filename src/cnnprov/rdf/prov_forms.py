@@ -15,7 +15,7 @@ from typing import Any
 
 from pyoxigraph import NamedNode
 
-from cnnprov.rdf.vocab import PROV, RDF
+from cnnprov.rdf.vocab import PROV, RDF, child
 
 Triple = tuple[Any, Any, Any]
 
@@ -23,7 +23,7 @@ Triple = tuple[Any, Any, Any]
 def _node(subject: NamedNode, kind: str, other: NamedNode) -> NamedNode:
     # a short stable digest keeps the IRI readable and unique per (subject, other) pair
     digest = hashlib.sha1(other.value.encode("utf-8")).hexdigest()[:16]
-    return NamedNode(f"{subject.value}/{kind}/{digest}")
+    return child(subject, kind, digest)
 
 
 def usage(activity: NamedNode, entity: NamedNode) -> list[Triple]:

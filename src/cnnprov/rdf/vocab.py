@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import datetime as _dt
 import math
+import re
+import string
 from typing import Any
 from urllib.parse import quote
 
@@ -110,18 +112,50 @@ _XSD_INTEGER = NamedNode(XSD_NS + "integer")
 
 
 def iri_segment(text: str) -> str:
-    """Encode any string as one IRI path segment.
+    """Encode any string as one IRI path segment that is also an XML NCName.
 
-    Percent-encoding everything but unreserved characters (``%`` included) is
-    reversible, so distinct strings always give distinct segments (the empty
-    string gives an empty segment, which no other string gives). The segments
-    ``.`` and ``..`` are encoded too (``%2E``), since IRI resolution would
-    otherwise remove them.
+    A PROV-XML identifier is an ``xs:QName``, whose local part (the last segment
+    of an IRI, once the namespace is cut at its last ``/``) must be an NCName: a
+    letter or ``_`` first, then letters, digits, ``.``, ``-`` and ``_``. Other
+    characters, a first character that cannot start one, and the ``_`` of a
+    ``_x`` (which would read as an escape) become ``_xHHHH_`` (the code point in
+    hex, as XML's own name escaping writes it); the empty string becomes ``_x_``.
+    So ordinary names keep their segment (``val_acc``, ``optimizer.lr``: the same
+    as earlier versions wrote) and distinct strings always give distinct
+    segments (:func:`segment_text` decodes one).
     """
+    return _encoded(text, first=True) if text else _EMPTY_SEGMENT
+
+
+def _encoded(text: str, first: bool) -> str:
+    # ``first``: the text starts the segment, so it must start as an NCName does
+    out = []
+    for i, char in enumerate(text):
+        keep = _NAME_START if first and i == 0 else _NAME_CHAR
+        if char in keep and not (char == "_" and text[i + 1 : i + 2] == "x"):
+            out.append(char)
+        else:
+            out.append(f"_x{ord(char):04X}_")
+    return "".join(out)
+
+
+def segment_text(segment: str) -> str:
+    """The string :func:`iri_segment` encoded as ``segment``."""
+    if segment == _EMPTY_SEGMENT:
+        return ""
+    return _ESCAPE.sub(lambda match: chr(int(match.group(1), 16)), segment)
+
+
+_NAME_START = frozenset(string.ascii_letters + "_")
+_NAME_CHAR = _NAME_START | frozenset(string.digits + ".-")
+_EMPTY_SEGMENT = "_x_"  # no other string encodes to it: a "_x" the text holds is escaped
+_ESCAPE = re.compile(r"_x([0-9A-F]{4,6})_")
+
+
+def _percent_segment(text: str) -> str:
+    # how earlier versions encoded a segment; kept to extend a run they recorded
     segment = quote(text, safe="-._~", errors="surrogatepass")
-    if segment in (".", ".."):
-        return segment.replace(".", "%2E")
-    return segment
+    return segment.replace(".", "%2E") if segment in (".", "..") else segment
 
 
 def iri(base: str, *segments: str) -> NamedNode:
@@ -129,9 +163,52 @@ def iri(base: str, *segments: str) -> NamedNode:
     return NamedNode(base + "/".join(segments))
 
 
-def child(parent: NamedNode, *segments: str) -> NamedNode:
-    """An IRI nested under ``parent`` (segments are encoded here)."""
-    return NamedNode(parent.value + "/" + "/".join(iri_segment(s) for s in segments))
+def kind_segment(kind: str, name: str | int) -> str:
+    """The segment ``{kind}-{name}`` (the name encoded as :func:`iri_segment` does, digits first allowed).
+
+    ``kind`` is one of cnnprov's words (``run``, ``epoch``, ``setting``: lowercase, ``-`` between
+    words, none of them another one followed by ``-``), so the segment is an NCName and distinct
+    ``(kind, name)`` pairs give distinct segments.
+    """
+    return f"{kind}-{_encoded(str(name), first=False)}"
+
+
+def child(parent: NamedNode, kind: str, name: str | int | None = None) -> NamedNode:
+    """The ``kind`` part of ``parent`` named ``name``: ``{parent}/{kind}-{name}`` (see :func:`kind_segment`).
+
+    Without a name it is ``{parent}/{kind}``. Under a
+    node that earlier versions minted (``…/run/3f2a``, ``…/optimizer/0``) the part is
+    ``{parent}/{kind}/{name}`` as they wrote it, so that a run they recorded is continued with
+    the IRIs it already has (an epoch re-run after a crash stays one activity).
+    """
+    if name is None:
+        return NamedNode(f"{parent.value}/{kind}")
+    text = str(name)
+    if is_legacy_node(parent):
+        return NamedNode(f"{parent.value}/{kind}/{_percent_segment(text)}")
+    return NamedNode(f"{parent.value}/{kind_segment(kind, text)}")
+
+
+#: The folders earlier versions minted a node's parts in: ``…/run/{id}``, ``…/optimizer/{i}`` …
+LEGACY_FOLDERS = frozenset(
+    "run study optimizer group trial learning-rate-finder epoch attempt checkpoint value scheduler data "
+    "summary learning-rates layer operation setting association trials suggestion usage".split()
+)
+
+
+def is_legacy_node(node: NamedNode) -> bool:
+    """Whether ``node`` has the shape earlier versions minted: ``…/{folder}/{name}``, not ``…/{kind}-{name}``.
+
+    (A run an earlier version recorded under an id that starts with ``run-`` reads as a new one.)
+    """
+    text = node.value
+    while text.rsplit("/", 1)[-1] in _NAMELESS_PARTS:  # ``…/trainer`` has its parent's shape
+        text = text.rsplit("/", 1)[0]
+    parts = text.rsplit("/", 2)
+    return len(parts) == 3 and parts[1] in LEGACY_FOLDERS and not parts[2].startswith(parts[1] + "-")
+
+
+_NAMELESS_PARTS = frozenset({"trainer", "architecture", "generation"})
 
 
 def _clean_text(text: str) -> str:
