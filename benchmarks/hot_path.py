@@ -80,6 +80,13 @@ def timed_block(logger: Any, kind: str, payloads: list[dict], first_step: int) -
     perf = time.perf_counter_ns
     log_metrics, save = logger.log_metrics, logger.save
     durations = []
+    epoch = first_step // len(payloads)
+    if kind == "prov":  # a training epoch's steps, as ProvCallback marks them: values go into series
+        recorder = logger.experiment
+        if not recorder.started:  # the first block: as the logger's first call would
+            recorder.start(new_run=True)
+        recorder.epoch_started(epoch)
+        recorder.in_steps = True
     writer = writer_thread(logger)
     cpu_before = thread_cpu_s(writer)
     block_start = perf()
@@ -97,7 +104,8 @@ def timed_block(logger: Any, kind: str, payloads: list[dict], first_step: int) -
     }
     if kind == "prov":
         started = perf()
-        logger.experiment.flush(wait=True)  # what the next epoch start waits for
+        recorder.epoch_ended(epoch)  # the epoch's series are written
+        recorder.flush(wait=True)  # what the next epoch start waits for
         result["boundary_flush_ms"] = (perf() - started) / 1e6
         result["writer_cpu_us_per_call"] = (thread_cpu_s(writer) - cpu_before) / len(payloads) * 1e6
     return result

@@ -58,9 +58,10 @@ def record_run(
     epochs: int,
     steps: int,
     checkpoints: Path | None,
+    step_values: str = "series",
 ) -> str:
     lr, dropout = (0.01, 0.05, 0.1, 0.2)[index % 4], (0.0, 0.25, 0.5)[index % 3]
-    recorder = RunRecorder(store, name=f"lr={lr},dropout={dropout},seed={index}")
+    recorder = RunRecorder(store, name=f"lr={lr},dropout={dropout},seed={index}", step_values=step_values)
     recorder.start(new_run=True)  # as ProvLogger starts a run of its own
     recorder.log_plan("cnnprov.demo.DigitsCNN")
     recorder.log_hyperparameters(
@@ -84,7 +85,8 @@ def record_run(
     for epoch in range(epochs):
         recorder.epoch_started(epoch)
         for _ in range(steps):
-            recorder.log_metrics({"train_loss_step": 2.3 / (1 + step * lr), "epoch": epoch}, step=step)
+            # a training step's value, as ProvLogger logs Lightning's on_step values
+            recorder.log_metrics({"train_loss_step": 2.3 / (1 + step * lr), "epoch": epoch}, step=step, per_step=True)
             step += 1
         val_loss = 2.0 / (1 + epoch * lr * 10) + dropout * 0.01
         recorder.log_metrics(
@@ -217,6 +219,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--steps", type=int, default=50, help="logged training steps per epoch (default 50)")
     parser.add_argument("--no-checkpoints", action="store_true", help="record no checkpoint files")
     parser.add_argument(
+        "--step-values", choices=("series", "entities"), default="series",
+        help="how step-level values are stored (RunRecorder's step_values; default series)",
+    )
+    parser.add_argument(
         "--extend-runs", type=int, default=50, help="runs re-loaded with transactional extend (default 50)"
     )
     parser.add_argument("--repeats", type=int, default=5, help="timings per query (default 5)")
@@ -247,7 +253,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         # a sweep holds one session for all its runs (no read endpoint: it is no part of writing)
         with cnnprov.open_session(store_path, serve_reads=False) as session:
             for index in range(args.runs):
-                run_ids.append(record_run(session, index, model, optimizer, args.epochs, args.steps, checkpoints))
+                run_ids.append(
+                    record_run(session, index, model, optimizer, args.epochs, args.steps, checkpoints, args.step_values)
+                )
                 if (index + 1) % max(1, args.runs // 10) == 0:
                     elapsed = time.perf_counter() - started
                     print(f"  {index + 1}/{args.runs} runs recorded, {elapsed:.0f} s", flush=True)
@@ -258,6 +266,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         raw = raw_loads(store_path, work, args.extend_runs)
         stored = raw["bulk_extend_quads"] + raw["default_graph_quads"]
         recorder_rate = stored / record_s
+        values = args.runs * args.epochs * (args.steps + 4)
         bulk_rate = raw["bulk_extend_quads"] / raw["bulk_extend_s"]
         extend_rate = raw["extend_quads"] / raw["extend_s"] if raw["extend_s"] else float("nan")
         bulk_size = directory_size_mib(work / "raw-bulk")
@@ -288,6 +297,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "recorder_vs_bulk_extend": recorder_rate / bulk_rate,
         "recorder_vs_extend": recorder_rate / extend_rate if extend_rate == extend_rate else None,
         "store_mib": size,
+        "step_values": args.step_values,
+        "values": values,
+        "bytes_per_value": size * 1024 * 1024 / values,
         "bulk_store_mib": bulk_size,
         "peak_rss_mib_after_recording": record_rss,
         "peak_rss_mib_overall": peak_rss_mib(),
@@ -305,6 +317,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 [f"raw extend (transactions), {args.extend_runs} runs' quads", f"{extend_rate:,.0f} quads/s"],
                 ["recorder / extend", f"{write['recorder_vs_extend']:.0%}" if write["recorder_vs_extend"] else "n/a"],
                 ["store on disk", f"{size:,.1f} MiB ({size * 1024 * 1024 / max(stored, 1):.0f} B a quad)"],
+                ["on disk per logged value", f"{size * 1024 * 1024 / values:,.0f} B ({values:,} values)"],
                 ["same quads bulk-loaded, on disk", f"{bulk_size:,.1f} MiB"],
                 ["peak RSS while recording", f"{record_rss:,.0f} MiB"],
             ],

@@ -45,13 +45,14 @@ def train(store: str, epochs: int = 3, lr: float = 0.05, limit: int | None = 600
         for epoch in range(epochs):
             with logger.epoch(epoch):
                 model.train()
-                for images, labels in train_loader:
-                    loss = F.cross_entropy(model(images), labels)
-                    optimizer.zero_grad()
-                    fabric.backward(loss)
-                    optimizer.step()
-                    fabric.log_dict({"train_loss": loss.item()}, step=step)
-                    step += 1
+                with logger.steps():  # values logged at each step: one series an epoch
+                    for images, labels in train_loader:
+                        loss = F.cross_entropy(model(images), labels)
+                        optimizer.zero_grad()
+                        fabric.backward(loss)
+                        optimizer.step()
+                        fabric.log_dict({"train_loss": loss.item()}, step=step)
+                        step += 1
                 model.eval()
                 with torch.no_grad():
                     correct = sum(int((model(x).argmax(1) == y).sum()) for x, y in val_loader)

@@ -13,10 +13,10 @@ from pathlib import Path
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
 
-def run_smoke(script: str, tmp_path: Path) -> tuple[str, dict]:
+def run_smoke(script: str, tmp_path: Path, *options: str) -> tuple[str, dict]:
     output = tmp_path / f"{script}.json"
     result = subprocess.run(
-        [sys.executable, str(BENCHMARKS / f"{script}.py"), "--smoke", "--json", str(output)],
+        [sys.executable, str(BENCHMARKS / f"{script}.py"), "--smoke", "--json", str(output), *options],
         capture_output=True,
         text=True,
         timeout=300,
@@ -46,6 +46,15 @@ def test_overhead_pairs_every_logger_with_a_run_without_one(tmp_path):
     assert "| prov" in stdout and "median wall overhead" in stdout
 
 
+def test_overhead_has_a_realistic_workload_and_attributes_background_cpu(tmp_path):
+    stdout, payload = run_smoke("overhead", tmp_path, "--workload", "realistic", "--loggers", "csv,prov")
+    assert payload["config"]["workload"] == "realistic"
+    assert set(payload["results"]) == {"csv", "prov"}
+    for logger in payload["results"].values():
+        assert "median_background_share_pct" in logger and len(logger["pairs"]) == 1
+    assert "background / training thread" in stdout
+
+
 def test_hot_path_times_prov_beside_csv_and_its_fixed_costs(tmp_path):
     stdout, payload = run_smoke("hot_path", tmp_path)
     results = payload["results"]
@@ -68,8 +77,10 @@ def test_scale_builds_a_sweep_and_times_every_bundled_query(tmp_path):
         "recorder_vs_bulk_extend",
         "store_mib",
         "peak_rss_mib_after_recording",
+        "bytes_per_value",
     ):
         assert write[field] > 0
+    assert write["step_values"] == "series"
     queries = payload["queries"]
     assert set(queries) == set(bundled_queries())
     timed = [name for name, result in queries.items() if "median_ms" in result]
@@ -84,3 +95,15 @@ def test_memory_compares_peak_rss_of_a_short_and_a_long_run(tmp_path):
     for result in (short, long):
         assert result["peak_rss_mib"] > 0 and result["rss_samples"]
     assert "peak RSS" in stdout
+
+
+def test_bytes_per_value_pairs_stores_that_differ_only_in_steps(tmp_path):
+    stdout, payload = run_smoke("bytes_per_value", tmp_path)
+    results = payload["results"]
+    assert set(results) == {"series", "entities"}
+    for result in results.values():
+        fewer, more = result["stores"]["fewer"], result["stores"]["more"]
+        assert fewer["values"] < more["values"] and fewer["nquads"] < more["nquads"]
+    # an added step costs a point in a literal, not an entity of its own
+    assert results["series"]["nquads_bytes_per_added_value"] < results["entities"]["nquads_bytes_per_added_value"] / 10
+    assert "N-Quads B / added value" in stdout

@@ -51,7 +51,14 @@ def test_the_fabric_example_records_epochs_layers_optimizer_and_data_unwrapped(t
         ("validation", "torch.utils.data.dataset.TensorDataset"),
     }
     metrics = {row["metric"]: row for row in store.query("epoch-metrics", run=run["run_id"]).to_dicts()}
-    assert "val_acc" in metrics
+    assert "val_acc" in metrics and "train_loss" not in metrics  # the loss is step-level: a series
+    values = store.metric_values(run["run_id"]).to_dicts()
+    assert {(row["metric"], row["level"]) for row in values} == {("train_loss", "step"), ("val_acc", "epoch")}
+    series = store.query("epoch-metrics", run=run["run_id"], level="step").to_dicts()
+    assert [row["epoch"] for row in series] == [0, 1, 2]
+    losses = [row for row in values if row["metric"] == "train_loss"]
+    assert [row["step"] for row in losses] == list(range(len(losses)))  # every step, in order
+    assert sum(row["n_values"] for row in series) == len(losses) and len({row["n_values"] for row in series}) == 1
 
 
 def test_a_fabric_loop_that_raises_is_recorded_failed_with_its_error(tmp_path):

@@ -114,3 +114,43 @@ def test_a_plateau_scheduler_resumed_and_tested_keeps_one_value_per_setting(tmp_
     assert first.run_id == second.run_id
     report = validate_store(store_path)
     assert report.conforms, [finding for run in report.runs for finding in run.findings]
+
+
+def test_values_are_epoch_or_step_level_as_lightning_logged_them_with_validation_twice_an_epoch(tmp_path):
+    """val_check_interval=0.5: each validation's values are epoch-level, validation_step's on_step values
+    and the training steps' are series, and every value CSVLogger wrote is recovered exactly."""
+    import csv
+
+    from lightning.pytorch.loggers import CSVLogger
+
+    class StepValidation(DigitsCNN):
+        def validation_step(self, batch, batch_idx):
+            loss = super().validation_step(batch, batch_idx)
+            self.log("val_step_loss", torch.tensor(0.5 + batch_idx), on_step=True, on_epoch=False)
+            return loss
+
+    logger, csv_logger = ProvLogger(store=tmp_path / "store"), CSVLogger(tmp_path / "csv", name="run")
+    trainer = tiny_trainer(tmp_path, [logger, csv_logger], val_check_interval=0.5, enable_checkpointing=False)
+    trainer.fit(StepValidation(), datamodule=tiny_data())
+    store = ProvStore(tmp_path / "store")
+    values = store.metric_values(logger.run_id)
+    with open(csv_logger.log_dir + "/metrics.csv", newline="") as handle:
+        logged = sorted(
+            (name, int(row["step"]), float(value))
+            for row in csv.DictReader(handle)
+            for name, value in row.items()
+            if name not in ("step", "epoch") and value != ""
+        )
+    assert sorted((row["metric"], row["step"], row["value"]) for row in values) == logged
+    levels = {(row["metric"], row["level"]) for row in values}
+    assert {("val_loss", "epoch"), ("train_loss_step", "step"), ("val_step_loss", "step")} <= levels
+    assert not {name for name, level in levels if level == "step"} & {"val_loss", "val_acc", "train_loss_epoch"}
+    # the default epoch-metrics lists the validation values although there are two an epoch
+    rows = store.query("epoch-metrics", run=logger.run_id).to_dicts()
+    by_metric = {(row["epoch"], row["metric"]): row for row in rows}
+    assert by_metric[(0, "val_loss")]["n_values"] == 2 and by_metric[(1, "val_loss")]["n_values"] == 2
+    assert all(row["value_level"] == "epoch" for row in rows)
+    steps = store.query("epoch-metrics", run=logger.run_id, level="step").to_dicts()
+    assert {row["metric"] for row in steps} == {"train_loss_step", "train_acc_step", "val_step_loss"}
+    train = [row for row in steps if row["metric"] == "train_loss_step"]
+    assert [row["n_values"] for row in train] == [4, 4]  # limit_train_batches=4, every step logged

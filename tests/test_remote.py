@@ -41,19 +41,6 @@ CNNPROV = "https://w3id.org/cnnprov/ns#"
 MLS = "http://www.w3.org/ns/mls#"
 RDFS = "http://www.w3.org/2000/01/rdf-schema#"
 
-# Values logged per metric in one run, counted in the run's own graph.
-METRIC_COUNTS = f"""
-SELECT ?id ?metric (COUNT(DISTINCT ?value) AS ?n)
-WHERE {{
-  GRAPH ?g {{
-    ?run <{CNNPROV}runId> ?id .
-    ?value a <{MLS}ModelEvaluation> ; <{MLS}specifiedBy> ?measure .
-    ?measure <{RDFS}label> ?metric .
-  }}
-}}
-GROUP BY ?id ?metric
-"""
-
 # One tiny training process: a ProvLogger on the server and a CSVLogger beside it, to compare with.
 TRAIN_SCRIPT = f"""
 import sys
@@ -128,7 +115,8 @@ def server(tmp_path):
 
 
 def metric_counts(store: ProvStore, run_id: str) -> dict[str, int]:
-    return {row["metric"]: row["n"] for row in store.sparql(METRIC_COUNTS, id=run_id)}
+    """How many values of each metric the run logged: entities, and the points of series."""
+    return dict(Counter(row["metric"] for row in store.metric_values(run_id)))
 
 
 def csv_counts(log_dir: str) -> dict[str, int]:

@@ -65,14 +65,25 @@ def epochs_of(store) -> list[dict]:
 
 
 def values_of(store, metric: str) -> list[dict]:
-    return ask(
+    """Every value of ``metric``: epoch-level entities, and the points of step-level series (read here)."""
+    rows = ask(
         store,
-        """SELECT ?metric ?value ?step ?epoch ?generator WHERE { ?v mls:specifiedBy [ rdfs:label ?metric ] ;
-             mls:hasValue ?value ; prov:wasGeneratedBy ?generator .
-             OPTIONAL { ?v cnnprov:atStep ?step } OPTIONAL { ?v cnnprov:atEpoch ?epoch } }
-           ORDER BY ?epoch ?step""",
+        """SELECT ?metric ?value ?step ?epoch ?generator ?points WHERE { ?v mls:specifiedBy [ rdfs:label ?metric ] ;
+             prov:wasGeneratedBy ?generator .
+             { ?v mls:hasValue ?value OPTIONAL { ?v cnnprov:atStep ?step } } UNION { ?v cnnprov:seriesPoints ?points }
+             OPTIONAL { ?v cnnprov:atEpoch ?epoch } }""",
         metric=metric,
     )
+    values = []
+    for row in rows:
+        points = row.pop("points")
+        if points is None:
+            values.append(row)
+            continue
+        special = {"NaN": math.nan, "INF": math.inf, "-INF": -math.inf}
+        for step, value, *_ in json.loads(points):
+            values.append({**row, "value": special.get(value, value), "step": step})
+    return sorted(values, key=lambda v: (v["epoch"] is not None, v["epoch"] or 0, v["step"] or 0))
 
 
 def run_script(script: str, **kwargs) -> subprocess.Popen:

@@ -61,7 +61,7 @@ def expected_summaries(store: ProvStore) -> dict[tuple[str, str], dict]:
     for row in store.sparql(SERIES).to_dicts():  # step-level values: the points of series, in step order
         points = [(step, value) for step, value, *_ in json.loads(row["points"])]
         values = grouped.setdefault((row["run_id"], row["name"]), [])
-        values += [(int(row["series"].rsplit("/", 1)[1]) * 10**6 + step, value, row["epoch"]) for step, value in points]
+        values += [(int(row["series"].rsplit("-", 1)[1]) * 10**6 + step, value, row["epoch"]) for step, value in points]
     expected = {}
     for key, values in grouped.items():
         values.sort()

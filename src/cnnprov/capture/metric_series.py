@@ -8,8 +8,9 @@ the epoch, ``mls:specifiedBy`` its measure, with count, first and last step, fir
 lowest, highest and mean value as typed literals, and every point ``[step, value, time]`` in
 one ``cnnprov:pointsJSON`` literal, ~40 bytes a value.
 
-Values of an epoch that arrive after its series was written (rare: a loop that logs after
-saying the epoch ended) start a second series of that epoch and measure; readers fold them.
+A checkpoint writes the series collected so far (its state came from those steps, and one saved
+mid-epoch is made durable at once): values of an epoch logged after that, or after the epoch
+ended, start a further series of that epoch and measure; readers fold them.
 """
 
 from __future__ import annotations

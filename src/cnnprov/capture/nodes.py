@@ -22,8 +22,9 @@ def epoch_node(run: NamedNode, index: int) -> NamedNode:
 
 
 def epoch_prefix(run: NamedNode) -> str:
-    """The text every epoch IRI of ``run`` starts with: its index follows."""
-    return child(run, "epoch").value + "/"
+    """The text every epoch IRI of ``run`` starts with: its index follows (``…/epoch-``, or ``…/epoch/``
+    in a run an earlier version recorded)."""
+    return child(run, "epoch", "").value
 
 
 def attempt_node(run: NamedNode, index: int) -> NamedNode:

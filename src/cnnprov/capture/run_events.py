@@ -272,6 +272,9 @@ class RunEvents(SetupEvents):
         """Record a checkpoint file: size, sha256, score, the epoch that wrote it (the caller's
         index, see :meth:`stage_started`), and its predecessor."""
         state = self._state
+        # the step values logged so far go into series now: the checkpoint's state came from them,
+        # and a mid-epoch checkpoint is made durable at once (a resume from it starts after them)
+        self._series_due(None, every=True)
         file = Path(path)
         if epoch is not None:
             epoch = state.run_epoch(epoch)

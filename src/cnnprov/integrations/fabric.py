@@ -59,9 +59,11 @@ class ProvFabricLogger(Logger):
         with logger.recording():            # success, or failed with the error
             for epoch in range(3):
                 with logger.epoch(epoch):
-                    for batch in loader:
-                        ...
-                        fabric.log_dict({"loss": loss.item()}, step=step)
+                    with logger.steps():        # step-level values: one series per epoch
+                        for batch in loader:
+                            ...
+                            fabric.log_dict({"loss": loss.item()}, step=step)
+                    fabric.log_dict({"val_acc": acc}, step=step)  # epoch-level
     """
 
     def __init__(
@@ -202,6 +204,17 @@ class ProvFabricLogger(Logger):
             if self._epoch == index:
                 recorder.epoch_ended(index)
                 self._epoch = None
+
+    @contextmanager
+    def steps(self) -> Iterator[None]:
+        """The batches of an epoch: values logged inside are step-level, stored as one series per
+        epoch and measure (as ProvLogger stores a Trainer's ``on_step`` values); outside, epoch-level."""
+        recorder = self.experiment
+        recorder.in_steps = True
+        try:
+            yield
+        finally:
+            recorder.in_steps = False
 
     @contextmanager
     def recording(self) -> Iterator[ProvFabricLogger]:
