@@ -9,7 +9,7 @@ SPARQL Update on the writer thread, while training goes on.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any, NamedTuple
 
 from pyoxigraph import NamedNode, Quad
@@ -241,38 +241,34 @@ class MetricConverter:
         most of the Python work here, and it holds the GIL).
         """
         metrics, step, when, generating_epoch, per_step = row
+        step_number = self._index(step, "step", step, metrics) if step is not None else None
+        epoch_value = metrics.get("epoch")
+        epoch_number = self._index(epoch_value, "epoch", step, metrics) if epoch_value is not None else None
+        summaries, changed = self._summaries, self._changed_summaries
+        if per_step and step_number is not None and self._series_of_steps:
+            # points of series: no term is built for them here (a few µs a value, all holding the GIL)
+            for name, number in self._numbers(metrics, step):
+                summary = summaries.get(name)
+                if summary is None:
+                    summary = summaries[name] = RunningSummary()
+                summary.add(number, epoch_number)
+                changed.add(name)
+                self._series.add((generating_epoch, epoch_number, name), step_number, number, when)
+            return []
         terms = self._metric_terms()
         graph = self.bundle
         at = datetime_literal(when)
         generator = terms.generator(generating_epoch)
-        step_number = self._index(step, "step", step, metrics) if step is not None else None
         at_step = integer_literal(step_number) if step_number is not None else None
-        epoch_value = metrics.get("epoch")
-        epoch_number = self._index(epoch_value, "epoch", step, metrics) if epoch_value is not None else None
         at_epoch = integer_literal(epoch_number) if epoch_number is not None else None
-        summaries, changed = self._summaries, self._changed_summaries
         entity, evaluation, rdf_type = PROV.Entity, MLS.ModelEvaluation, RDF.type
-        into_series = per_step and step_number is not None and self._series_of_steps
         quads: list[Quad] = []
-        for name, value in metrics.items():
-            if name == "epoch":
-                continue
-            number = _as_float(value)
-            text = _text(name)
-            if text is not name and not isinstance(name, str) and text.startswith("<unprintable"):
-                self._skip(text, step, "its name", key=True)
-            name = text
-            if number is None:
-                self._skip(name, step, value)
-                continue
+        for name, number in self._numbers(metrics, step):
             summary = summaries.get(name)
             if summary is None:
                 summary = summaries[name] = RunningSummary()
             summary.add(number, epoch_number)
             changed.add(name)
-            if into_series:
-                self._series.add((generating_epoch, epoch_number, name), step_number, number, when)  # type: ignore[arg-type]
-                continue
             measure = terms.measure(name)
             if name not in self._measures:  # described once in the run's graph
                 quads += self._measure_description(name, measure)
@@ -291,6 +287,22 @@ class MetricConverter:
             if at_epoch is not None:
                 quads.append(Quad(node, CNNPROV.atEpoch, at_epoch, graph))
         return quads
+
+    def _numbers(self, metrics: Mapping[str, Any], step: Any) -> Iterator[tuple[str, float]]:
+        """Each metric's name (as text) and value (as a float), but the ``epoch`` key and values
+        that are no number (left out, said once per measure)."""
+        for name, value in metrics.items():
+            if name == "epoch":
+                continue
+            number = _as_float(value)
+            text = _text(name)
+            if text is not name and not isinstance(name, str) and text.startswith("<unprintable"):
+                self._skip(text, step, "its name", key=True)
+            name = text
+            if number is None:
+                self._skip(name, step, value)
+                continue
+            yield name, number
 
 
 def _as_float(value: Any) -> float | None:
