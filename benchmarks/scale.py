@@ -209,6 +209,24 @@ def time_queries(path: Path, run_ids: list[str], checkpoint: str | None, repeats
             "median_ms": median(per_call),
             "held_open_median_ms": median(held),
         }
+    # a per-step learning curve of one run: every value it logged, its series unpacked
+    per_call, held = [], []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        rows = len(ProvStore(path).metric_values(run_ids[-1]))
+        per_call.append((time.perf_counter() - started) * 1e3)
+    with ProvStore(path) as store:
+        store.metric_values(run_ids[-1])  # warm
+        for _ in range(repeats):
+            started = time.perf_counter()
+            store.metric_values(run_ids[-1])
+            held.append((time.perf_counter() - started) * 1e3)
+    results["ProvStore.metric_values"] = {
+        "params": {"run": run_ids[-1]},
+        "rows": rows,
+        "median_ms": median(per_call),
+        "held_open_median_ms": median(held),
+    }
     return results
 
 

@@ -82,7 +82,8 @@ def test_scale_builds_a_sweep_and_times_every_bundled_query(tmp_path):
         assert write[field] > 0
     assert write["step_values"] == "series"
     queries = payload["queries"]
-    assert set(queries) == set(bundled_queries())
+    assert set(queries) == {*bundled_queries(), "ProvStore.metric_values"}
+    assert queries["ProvStore.metric_values"]["rows"] == 2 * (5 + 4)  # --smoke: 2 epochs of 5 steps and 4 values
     timed = [name for name, result in queries.items() if "median_ms" in result]
     assert "runs" in timed and "lineage" in timed  # parameters were picked from the store, checkpoints included
     assert all("error" not in result for result in queries.values()), queries
