@@ -314,3 +314,30 @@ def test_runs_that_differ_only_in_the_trainer_configuration_differ_in_compare_ru
     assert settings["trainer.max_epochs"] == 1 and settings["trainer.deterministic"] is False
     assert settings["trainer.strategy"].endswith("SingleDeviceStrategy") and settings["trainer.devices"] == 1
     assert not any(row["source"] == "trainer" for row in store.query("hyperparameters", run=ids[1]).to_dicts())
+
+
+FAST_DEV_RUN = """
+import sys
+sys.path.insert(0, {tests!r})
+import lightning as L
+from cnnprov import ProvLogger
+from cnnprov.demo import DigitsCNN
+from helpers import tiny_data
+trainer = L.Trainer(logger=ProvLogger(store="store"), fast_dev_run={fast}, max_epochs=1, limit_train_batches=2,
+                    limit_val_batches=1, enable_progress_bar=False, enable_checkpointing=False)
+trainer.fit(DigitsCNN(), datamodule=tiny_data())
+"""
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_a_logger_lightning_never_called_says_so_at_exit(tmp_path, fast):
+    """fast_dev_run=True replaces every logger by a dummy: the run is not recorded, and cnnprov says so."""
+    script = FAST_DEV_RUN.format(tests=str(Path(__file__).parent), fast=fast)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    said = [line for line in result.stderr.splitlines() if "recorded nothing" in line]
+    if fast:
+        assert len(said) == 1 and "fast_dev_run=True" in said[0] and "'store'" in said[0]
+        assert not (tmp_path / "store").exists()
+    else:
+        assert said == [] and (tmp_path / "store").exists()

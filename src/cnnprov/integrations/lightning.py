@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import uuid
+import warnings
 import weakref
 from argparse import Namespace
 from typing import Any
@@ -125,12 +126,14 @@ class ProvLogger(Logger):
         self._version = str(version) if version is not None else self._run_id
         self._trainer_ref: weakref.ReferenceType | None = None
         self._error: BaseException | None = None
-        self._seen_checkpoints: dict[str, tuple[int, int]] = {}
+        self._seen_checkpoints = checkpoint_files.SeenFiles()
         self._callback: ProvCallback | None = None
         self._checkpoint_io: checkpoint_files.RecordingCheckpointIO | None = None
         self._pending_hyperparameters: list[Any] = []
         # git and package versions are read while the Trainer sets up, not when the run starts
         self._environment = prefetch_environment(frameworks=("lightning",))
+        self._usage = _Usage()
+        weakref.finalize(self, _report_unused, self._usage, str(store if store is not None else "$CNNPROV_STORE"))
 
     # -- Logger properties -------------------------------------------------
     @property
@@ -166,6 +169,7 @@ class ProvLogger(Logger):
         is the checkpoint a ``fit`` resumes from known, and with it the run to
         continue. Outside a Trainer, call its ``start()`` before recording.
         """
+        self._usage.used = True
         if self._recorder is None or (self._borrowed and not self._recorder.started):
             # A copy of this logger (pickled, deep-copied) whose run is being recorded in this
             # process records through the same recorder: two recorders of one run would number
@@ -250,7 +254,7 @@ class ProvLogger(Logger):
         self._checkpoint_io = checkpoint_files.install(trainer.strategy, self._file_saved)
         for callback in trainer.checkpoint_callbacks:  # files that exist already are not this stage's
             if isinstance(callback, ModelCheckpoint):
-                self._new_checkpoint_files(callback)
+                self._seen_checkpoints.written_by(callback)
         if fitting and first_stage and isinstance(model, LightningModule):
             record_tuning(recorder, trainer, model)  # a learning-rate finder ran in on_fit_start, before this
         if not fitting:  # a fit's are recorded once Lightning restored a checkpoint's state (ProvCallback)
@@ -283,7 +287,7 @@ class ProvLogger(Logger):
         trainer = self._trainer_ref() if self._trainer_ref else None
         epoch, step = self._checkpoint_time(trainer)
         recorder = self._started()
-        for path in self._new_checkpoint_files(checkpoint_callback):
+        for path in self._seen_checkpoints.written_by(checkpoint_callback):
             score = checkpoint_callback.best_k_models.get(path, checkpoint_callback.current_score)
             recorder.log_checkpoint(
                 path,
@@ -308,7 +312,7 @@ class ProvLogger(Logger):
         epoch, step = self._checkpoint_time(trainer)
         recorder = self._started()
         for path in io.taken():
-            if self._is_new_file(path):
+            if self._seen_checkpoints.is_new(path):
                 recorder.log_checkpoint(path, epoch=epoch, step=step)
         recorder.flush(wait=False)
 
@@ -337,25 +341,6 @@ class ProvLogger(Logger):
         epoch = callback.open_epoch if callback is not None and callback.open_epoch is not None else None
         return (trainer.current_epoch if epoch is None else epoch), trainer.global_step
 
-    def _is_new_file(self, path: str) -> bool:
-        """Whether ``path`` was written or rewritten since we last looked (and remember it)."""
-        try:
-            stat = os.stat(path)
-        except OSError:
-            return False
-        signature = (stat.st_mtime_ns, stat.st_size)
-        real = os.path.realpath(path)
-        if self._seen_checkpoints.get(real) == signature:
-            return False
-        self._seen_checkpoints[real] = signature
-        return True
-
-    def _new_checkpoint_files(self, callback: ModelCheckpoint) -> list[str]:
-        """Files the callback has written or rewritten since we last looked (public attributes only)."""
-        # monitored checkpoints are in best_k_models; unmonitored ones (the default) in best_model_path
-        candidates = [*list(callback.best_k_models), callback.best_model_path, callback.last_model_path]
-        return [path for path in dict.fromkeys(p for p in candidates if p) if self._is_new_file(path)]
-
     @rank_zero_only
     def finalize(self, status: str) -> None:
         """Record the end and status of the stage, store everything, release the store."""
@@ -374,6 +359,7 @@ class ProvLogger(Logger):
 
     # -- pickling (ddp_spawn, multiprocessing, deep copies) ----------------------
     def __getstate__(self) -> dict:
+        self._usage.used = True  # copied to be used elsewhere (a spawned rank, a deep copy)
         state = self.__dict__.copy()
         state["_recorder"] = None
         state["_borrowed"] = False
@@ -388,6 +374,20 @@ class ProvLogger(Logger):
 _LIVE_RECORDERS: weakref.WeakValueDictionary[str, RunRecorder] = weakref.WeakValueDictionary()
 #: Run ids whose records a recorder of this process has started: a copy's run is not new.
 _STARTED_RUNS: set[str] = set()
+
+
+class _Usage:
+    """Whether a logger was ever called: said at exit if not (fast_dev_run replaces every logger)."""
+
+    used = False
+
+
+def _report_unused(usage: _Usage, store: str) -> None:
+    if not usage.used and getattr(rank_zero_only, "rank", 0) == 0:
+        warnings.warn(
+            f"cnnprov: a ProvLogger (store {store!r}) recorded nothing: no Trainer stage called it. Lightning "
+            "replaces every logger by a dummy under fast_dev_run=True: fit, validate or test without it", stacklevel=1
+        )
 
 
 def _trainer_of(model: torch.nn.Module) -> Trainer | None:

@@ -43,6 +43,31 @@ class RecordingCheckpointIO(CheckpointIO):
         return saved
 
 
+class SeenFiles:
+    """Checkpoint files looked at so far, each by its real path and the (mtime, size) it had then."""
+
+    def __init__(self) -> None:
+        self._seen: dict[str, tuple[int, int]] = {}
+
+    def is_new(self, path: str) -> bool:
+        """Whether ``path`` was written or rewritten since we last looked (and remember it)."""
+        try:
+            stat = os.stat(path)
+        except OSError:
+            return False
+        signature, real = (stat.st_mtime_ns, stat.st_size), os.path.realpath(path)
+        if self._seen.get(real) == signature:
+            return False
+        self._seen[real] = signature
+        return True
+
+    def written_by(self, callback: Any) -> list[str]:
+        """Files a ``ModelCheckpoint`` has written or rewritten since we last looked (its public attributes)."""
+        # monitored checkpoints are in best_k_models; unmonitored ones (the default) in best_model_path
+        candidates = [*list(callback.best_k_models), callback.best_model_path, callback.last_model_path]
+        return [path for path in dict.fromkeys(p for p in candidates if p) if self.is_new(path)]
+
+
 def run_named_by(path: Any, key: str) -> str | None:
     """The run id a checkpoint file names (``ProvCallback.on_save_checkpoint`` put it there), if any.
 
