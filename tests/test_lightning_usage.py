@@ -154,3 +154,26 @@ def test_values_are_epoch_or_step_level_as_lightning_logged_them_with_validation
     assert {row["metric"] for row in steps} == {"train_loss_step", "train_acc_step", "val_step_loss"}
     train = [row for row in steps if row["metric"] == "train_loss_step"]
     assert [row["n_values"] for row in train] == [4, 4]  # limit_train_batches=4, every step logged
+
+
+def test_an_iterable_dataset_gets_the_batch_count_its_first_epoch_took(tmp_path):
+    from torch.utils.data import IterableDataset
+
+    class Stream(IterableDataset):
+        def __iter__(self):
+            generator = torch.Generator().manual_seed(0)
+            for _ in range(5 * 8):  # 5 batches of 8
+                yield torch.rand(1, 8, 8, generator=generator), torch.randint(0, 10, (), generator=generator)
+
+    class StreamCNN(DigitsCNN):
+        def train_dataloader(self):
+            return DataLoader(Stream(), batch_size=8)
+
+    logger = ProvLogger(store=tmp_path / "store")
+    trainer = tiny_trainer(tmp_path, logger, max_epochs=2, limit_train_batches=None, limit_val_batches=0)
+    trainer.fit(StreamCNN())
+    (row,) = ProvStore(tmp_path / "store").sparql(
+        "SELECT ?class ?batches WHERE { ?d <https://w3id.org/cnnprov/ns#dataRole> 'train' ; "
+        "<https://w3id.org/cnnprov/ns#pythonClass> ?class ; <https://w3id.org/cnnprov/ns#batchCount> ?batches }"
+    ).to_dicts()
+    assert row["class"].endswith("Stream") and row["batches"] == 5

@@ -27,7 +27,7 @@ from cnnprov.capture.setup_events import SetupEvents
 from cnnprov.errors import RecorderNotStartedError, StoreWriteError
 from cnnprov.rdf import prov_forms
 from cnnprov.rdf.prov_forms import Triple
-from cnnprov.rdf.vocab import CNNPROV, MLS, PROV, literal, string_literal
+from cnnprov.rdf.vocab import CNNPROV, MLS, PROV, child, integer_literal, literal, string_literal
 from cnnprov.storage.durable_notes import DurableMark
 from cnnprov.storage.location import StoreLocation
 from cnnprov.storage.writer import QuadWriter, Replace
@@ -123,6 +123,13 @@ class RunEvents(SetupEvents):
     ) -> None:
         """Record the data a stage used (role: train, validation, test or predict)."""
         self._add_all(records.dataset(self.run, role, dataset_class, sample_count, batch_size, batch_count))
+
+    def data_seen(self, role: str, batch_count: int) -> None:
+        """The data of ``role`` gave ``batch_count`` batches in an epoch, which its loader could not
+        say beforehand (an ``IterableDataset`` has no length)."""
+        if self._writer is not None:
+            node = child(self.run, "data", role)
+            self._writer.append(Replace(node, CNNPROV.batchCount, self.bundle, (integer_literal(batch_count),)))
 
     # -- what happens during training ----------------------------------------
     def stage_started(self, training: bool, epoch: int = 0, *, restored: bool = False, name: str | None = None) -> None:

@@ -3,6 +3,7 @@ epoch boundaries, data and the learning rates of every optimizer step, which a L
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -56,6 +57,8 @@ class ProvCallback(Callback):
         self._epoch = None
         self._open_epoch = None
         self._trace_step = True
+        # an IterableDataset has no length: its batch count is what the first epoch took from it
+        self._count_batches = math.isinf(trainer.num_training_batches)
 
     def on_validation_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         recorder = self._recorder()
@@ -82,6 +85,11 @@ class ProvCallback(Callback):
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._steps(False)
+        recorder = self._recorder()
+        if self._count_batches and recorder is not None:
+            self._count_batches = False
+            batches = trainer.fit_loop.epoch_loop.batch_progress.current.completed
+            recorder.data_seen("train", batch_count=batches)
 
     def _steps(self, inside: bool) -> None:
         recorder = self._recorder()
