@@ -31,7 +31,7 @@ from cnnprov.errors import StoreError, StoreLockedError, StoreOpenInThisProcessE
 from cnnprov.storage.advertisement import advertise, read_holder, withdraw
 from cnnprov.storage.crashes import record_crashed_runs
 from cnnprov.storage.durable_notes import check, flush
-from cnnprov.storage.local_handles import LocalReader, LocalTarget, SharedSession
+from cnnprov.storage.local_handles import LocalReader, LocalTarget, SharedSession, Written
 from cnnprov.storage.location import StoreLocation
 from cnnprov.storage.opening import (
     check_readable,
@@ -90,6 +90,7 @@ class LocalSession:
         self._reopened = False  # its handle was let go of after a failed write (see _reopen)
         self._shutting = False
         self._targets: weakref.WeakSet[LocalTarget] = weakref.WeakSet()  # one a run, sharing the store
+        self._written = Written()  # shared by its targets
         self._opener_closed = False
         with _SESSIONS_LOCK:
             other = _SESSIONS.get(_key(self.path))
@@ -163,7 +164,9 @@ class LocalSession:
         if not self._reopened:
             self.store  # noqa: B018 - open, or raise why it cannot be
         # (after a failed write the store may not reopen yet: the run's records wait, or are spilled)
-        target = LocalTarget(self._store, reopen=self._reopen, where=str(self.path), directory=self.path)
+        target = LocalTarget(
+            self._store, reopen=self._reopen, where=str(self.path), directory=self.path, written=self._written
+        )
         # beside the store, named after the run: records it still refused when the run ended
         target.spill_path = spill_path(self.path, run_id) if spool else None
         self._targets.add(target)

@@ -24,6 +24,12 @@ if TYPE_CHECKING:
 MEMTABLE_QUADS = 65_536
 
 
+class Written:
+    """Quads a session's targets wrote since the store's memory tables were last written to disk."""
+
+    unflushed = 0
+
+
 class LocalTarget:
     """A run's writes to the open store: each call one transaction (writes release the GIL).
 
@@ -37,13 +43,16 @@ class LocalTarget:
         reopen: Callable[[], ox.Store | None] | None = None,
         where: str = "",
         directory: Path | None = None,
+        written: Written | None = None,
     ) -> None:
         self.store = store
         self.reopen = reopen
         self.where = where
         self.directory = directory  # an embedded store's: its notes are pruned after a flush
         self.spill_path: Path | None = None
-        self._unflushed = 0  # quads written since RocksDB last wrote its memory tables to disk
+        # quads written since RocksDB last wrote its memory tables to disk: counted across the
+        # session's runs (a run of a sweep writes far fewer than the flush's worth)
+        self._written = written if written is not None else Written()
 
     def __repr__(self) -> str:
         return f"LocalTarget({self.where!r})"
@@ -54,7 +63,7 @@ class LocalTarget:
             store = self.reopen()
             if store is not None:
                 self.store = store
-                self._unflushed = 0
+                self._written.unflushed = 0
 
     def spill(self, texts: list[str]) -> Path | None:
         """Keep SPARQL Update requests the store did not take in the spill file; its path.
@@ -84,10 +93,11 @@ class LocalTarget:
         store = self._open()
         batch = quads if isinstance(quads, list) else list(quads)
         store.extend(batch)
-        self._unflushed += len(batch)
-        if self._unflushed >= MEMTABLE_QUADS:
+        written = self._written
+        written.unflushed += len(batch)
+        if written.unflushed >= MEMTABLE_QUADS:
             flush(store, self.directory)  # GIL released too; a sweep's notes of runs now in table files go
-            self._unflushed = 0
+            written.unflushed = 0
 
     def replace(
         self, subject: ox.NamedNode, predicate: ox.NamedNode, graph: ox.NamedNode, objects: Iterable[Term] = ()
