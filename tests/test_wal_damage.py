@@ -135,17 +135,22 @@ def test_provstore_reports_the_loss_once_in_one_line(killed, tmp_path, caplog):
     assert "\n" not in record.getMessage() and str(path) in record.getMessage()
 
 
+def record_small_run(path, name: str, epochs: int) -> None:
+    """A run of ``epochs`` epochs, one value each, recorded to its end in ``path``."""
+    recorder = RunRecorder(path, name=name, serve_reads=False)
+    recorder.start()
+    for epoch in range(epochs):
+        recorder.epoch_started(epoch)
+        recorder.log_metrics({"loss": 0.5, "epoch": epoch}, step=epoch)
+        recorder.epoch_ended(epoch)
+    recorder.finish("success")
+    recorder.close(wait=True)
+
+
 def test_training_into_a_store_whose_log_lost_records_warns_trains_and_keeps_saying_so(killed, tmp_path, caplog):
     path = damaged_copy(killed, tmp_path)
-    recorder = RunRecorder(path, name="next", serve_reads=False)
     with caplog.at_level(logging.WARNING, logger="cnnprov"):
-        recorder.start()
-        for epoch in range(2):
-            recorder.epoch_started(epoch)
-            recorder.log_metrics({"loss": 0.5, "epoch": epoch}, step=epoch)
-            recorder.epoch_ended(epoch)
-        recorder.finish("success")
-        recorder.close(wait=True)
+        record_small_run(path, "next", epochs=2)
     (line,) = loss_lines(caplog.text)
     assert "lost records of run 'wal'" in line
     runs = {row["name"]: row for row in ProvStore(path).runs()}
@@ -165,14 +170,7 @@ def test_an_undamaged_killed_store_and_a_finished_one_give_no_warning(killed, tm
     assert run["status"] == "crashed" and run["epochs"] >= EPOCHS  # epoch 20's start may be stored too
 
     finished = tmp_path / "finished"
-    recorder = RunRecorder(finished, name="finished", serve_reads=False)
-    recorder.start()
-    for epoch in range(3):
-        recorder.epoch_started(epoch)
-        recorder.log_metrics({"loss": 0.5, "epoch": epoch}, step=epoch)
-        recorder.epoch_ended(epoch)
-    recorder.finish("success")
-    recorder.close(wait=True)
+    record_small_run(finished, "finished", epochs=3)
     assert not (finished / NOTES_FILE).exists()  # in table files now: the note has done its job
     result = cli("runs", "--store", finished)
     assert result.returncode == 0 and "lost records" not in result.stderr, result.stderr

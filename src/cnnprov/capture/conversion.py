@@ -26,7 +26,6 @@ from cnnprov.rdf.vocab import (
     child,
     datetime_literal,
     double_literal,
-    integer_literal,
     iri,
     iri_segment,
     string_literal,
@@ -244,31 +243,19 @@ class MetricConverter:
         step_number = self._index(step, "step", step, metrics) if step is not None else None
         epoch_value = metrics.get("epoch")
         epoch_number = self._index(epoch_value, "epoch", step, metrics) if epoch_value is not None else None
-        summaries, changed = self._summaries, self._changed_summaries
         if per_step and step_number is not None and self._series_of_steps:
             # points of series: no term is built for them here (a few µs a value, all holding the GIL)
-            for name, number in self._numbers(metrics, step):
-                summary = summaries.get(name)
-                if summary is None:
-                    summary = summaries[name] = RunningSummary()
-                summary.add(number, epoch_number)
-                changed.add(name)
+            for name, number in self._numbers(metrics, step, epoch_number):
                 self._series.add((generating_epoch, epoch_number, name), step_number, number, when)
             return []
         terms = self._metric_terms()
         graph = self.bundle
         at = datetime_literal(when)
         generator = terms.generator(generating_epoch)
-        at_step = integer_literal(step_number) if step_number is not None else None
-        at_epoch = integer_literal(epoch_number) if epoch_number is not None else None
+        at_step, at_epoch = integer(step_number), integer(epoch_number)
         entity, evaluation, rdf_type = PROV.Entity, MLS.ModelEvaluation, RDF.type
         quads: list[Quad] = []
-        for name, number in self._numbers(metrics, step):
-            summary = summaries.get(name)
-            if summary is None:
-                summary = summaries[name] = RunningSummary()
-            summary.add(number, epoch_number)
-            changed.add(name)
+        for name, number in self._numbers(metrics, step, epoch_number):
             measure = terms.measure(name)
             if name not in self._measures:  # described once in the run's graph
                 quads += self._measure_description(name, measure)
@@ -288,9 +275,10 @@ class MetricConverter:
                 quads.append(Quad(node, CNNPROV.atEpoch, at_epoch, graph))
         return quads
 
-    def _numbers(self, metrics: Mapping[str, Any], step: Any) -> Iterator[tuple[str, float]]:
-        """Each metric's name (as text) and value (as a float), but the ``epoch`` key and values
-        that are no number (left out, said once per measure)."""
+    def _numbers(self, metrics: Mapping[str, Any], step: Any, epoch: int | None) -> Iterator[tuple[str, float]]:
+        """Each metric's name (as text) and value (as a float), folded into its measure's summary;
+        but the ``epoch`` key and values that are no number (left out, said once per measure)."""
+        summaries, changed = self._summaries, self._changed_summaries
         for name, value in metrics.items():
             if name == "epoch":
                 continue
@@ -302,6 +290,11 @@ class MetricConverter:
             if number is None:
                 self._skip(name, step, value)
                 continue
+            summary = summaries.get(name)
+            if summary is None:
+                summary = summaries[name] = RunningSummary()
+            summary.add(number, epoch)
+            changed.add(name)
             yield name, number
 
 
