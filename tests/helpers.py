@@ -15,6 +15,8 @@ import pytest
 from cnnprov import ProvLogger
 from cnnprov.demo import DigitsDataModule
 
+HERE = Path(__file__).parent
+
 #: Images used by tiny runs: enough for a few batches of 16.
 TINY_LIMIT = 160
 
@@ -162,3 +164,29 @@ def tmpfs(where: Path, size: str = "16m") -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(where)], check=False)
 
 
+class PacedTraining:
+    """A training subprocess that waits at each epoch start until the test lets it go on."""
+
+    def __init__(self, store: Path, gate: Path, epochs: int) -> None:
+        gate.mkdir()
+        self.gate = gate
+        self.process = subprocess.Popen(
+            [sys.executable, str(HERE / "paced_training.py"), str(store), str(gate), str(epochs)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+
+    def wait_for(self, line: str) -> None:
+        for output in self.process.stdout:
+            if output.strip() == line:
+                return
+        raise AssertionError(f"training ended before printing {line!r} (exit {self.process.wait()})")
+
+    def release(self, epoch: int) -> None:
+        (self.gate / f"go-{epoch}").touch()
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait()

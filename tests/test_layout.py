@@ -3,7 +3,8 @@
 ``rdf`` (vocabulary, literals, SPARQL text) imports nothing of cnnprov; ``storage`` only
 ``rdf``; ``capture`` reads and writes through ``storage``; ``analysis`` reads through
 ``storage`` and never imports ``capture`` or ``integrations`` (so reading commands never
-import torch or Lightning); ``integrations`` drive ``capture``; the CLI and the demo sit on top.
+import torch or Lightning); ``ui`` (the dashboard) reads through ``analysis`` alone;
+``integrations`` drive ``capture``; the CLI and the demo sit on top.
 ``errors`` is a leaf every layer may import.
 """
 
@@ -24,8 +25,9 @@ ALLOWED = {
     "capture": {"errors", "rdf", "storage"},
     "analysis": {"errors", "rdf", "storage"},
     "integrations": {"errors", "rdf", "storage", "capture", "analysis"},
+    "ui": {"errors", "rdf", "storage", "analysis"},
     "demo": {"errors", "rdf", "storage", "capture", "analysis", "integrations"},
-    "cli": {"errors", "rdf", "storage", "capture", "analysis", "integrations", "demo", "__init__"},
+    "cli": {"errors", "rdf", "storage", "capture", "analysis", "integrations", "demo", "ui", "__init__"},
     "__init__": {"errors", "rdf", "storage", "capture", "analysis", "integrations"},
 }
 MAX_LINES = 400

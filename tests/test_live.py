@@ -3,48 +3,13 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import rdflib
 
 from cnnprov import ProvStore
 
-from helpers import cli
-
-HERE = Path(__file__).parent
-
-
-
-
-class PacedTraining:
-    """A training subprocess that waits at each epoch start until the test lets it go on."""
-
-    def __init__(self, store: Path, gate: Path, epochs: int) -> None:
-        gate.mkdir()
-        self.gate = gate
-        self.process = subprocess.Popen(
-            [sys.executable, str(HERE / "paced_training.py"), str(store), str(gate), str(epochs)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-        )
-
-    def wait_for(self, line: str) -> None:
-        for output in self.process.stdout:
-            if output.strip() == line:
-                return
-        raise AssertionError(f"training ended before printing {line!r} (exit {self.process.wait()})")
-
-    def release(self, epoch: int) -> None:
-        (self.gate / f"go-{epoch}").touch()
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-        self.process.wait()
+from helpers import PacedTraining, cli
 
 
 @pytest.fixture

@@ -44,6 +44,7 @@ examples:
   cnnprov runs --store http://127.0.0.1:7878        runs logged to a SPARQL endpoint (an Oxigraph server)
   cnnprov push --store http://127.0.0.1:7878 cnnprov-spool/*.ru    send what the endpoint missed
   cnnprov serve --store provenance                  serve a store read-only over SPARQL on 127.0.0.1
+  cnnprov ui --store provenance --open              the dashboard in your browser (pip install 'cnnprov[ui]')
 """
 
 
@@ -206,6 +207,28 @@ def build_parser() -> argparse.ArgumentParser:
         help="abandon a query that takes longer, answering 503 (default: 30)",
     )
     serve.set_defaults(handler=run_command.serve)
+
+    ui = commands.add_parser(
+        "ui",
+        help="a dashboard of the store in your browser (read-only, on 127.0.0.1)",
+        description=(
+            "Serve a web dashboard of a store on 127.0.0.1 until Ctrl-C: the runs table with a filter, "
+            "learning curves that grow while a run trains, a compare view, parallel coordinates and "
+            "hyperparameter importance across runs, each run's record, Optuna studies and a SPARQL page. "
+            "It prints a URL with a token that every request needs; share it only with whom may read "
+            "the store. It reads as every command does, so training into the store goes on meanwhile. "
+            "Needs the ui extra: pip install 'cnnprov[ui]'."
+        ),
+        epilog=(
+            "examples:\n  cnnprov ui --store provenance --open\n"
+            "  cnnprov ui --store http://127.0.0.1:7878 --port 8800"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_store(ui)
+    ui.add_argument("--port", "-p", type=int, default=0, help="port on 127.0.0.1 (default: a free one)")
+    ui.add_argument("--open", action="store_true", help="open the printed URL in the default web browser")
+    ui.set_defaults(handler=run_command.ui)
     return parser
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import textwrap
 from pathlib import Path
@@ -180,6 +181,25 @@ def serve(args: argparse.Namespace) -> int:
         withdraw(path)
     print("stopped", file=sys.stderr)
     return 0
+
+def ui(args: argparse.Namespace) -> int:
+    try:
+        from cnnprov.ui.server import Dashboard
+    except ImportError as error:
+        raise ImportError(f"the dashboard needs its extra: pip install 'cnnprov[ui]' ({error})") from None
+
+    dashboard = Dashboard(args.store, port=args.port)
+    print(f"dashboard of '{dashboard.location}' at {dashboard.url}", flush=True)
+    print("read-only; the token in the URL is required; Ctrl-C stops", file=sys.stderr, flush=True)
+    if args.open:
+        import webbrowser
+
+        webbrowser.open(dashboard.url)
+    with contextlib.suppress(KeyboardInterrupt):
+        dashboard.serve_forever()
+    print("stopped", file=sys.stderr)
+    return 0
+
 
 def validate(args: argparse.Namespace) -> int:
     from cnnprov.analysis.validate import ValidationReport, iter_validate_store
