@@ -12,12 +12,9 @@ from __future__ import annotations
 import csv
 import json
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.parse
 import urllib.request
 from collections import Counter
@@ -34,7 +31,7 @@ from cnnprov.storage.location import StoreLocation
 from cnnprov.storage.remote import RemoteStore, RemoteTarget
 from cnnprov.storage.spool import Spool
 
-from helpers import CLI, cli, tiny_data, tiny_trainer
+from helpers import CLI, OxigraphServer, cli, free_port, tiny_data, tiny_trainer
 
 HERE = Path(__file__).parent
 CNNPROV = "https://w3id.org/cnnprov/ns#"
@@ -56,53 +53,6 @@ csv_logger = CSVLogger(root, name="csv", version=0)
 tiny_trainer(root, [logger, csv_logger], max_epochs=epochs).fit(DigitsCNN(), datamodule=tiny_data())
 print(logger.run_id, csv_logger.log_dir, flush=True)
 """
-
-
-def oxigraph_executable() -> str:
-    beside = Path(sys.executable).with_name("oxigraph")
-    found = str(beside) if beside.exists() else shutil.which("oxigraph")
-    if not found:
-        pytest.fail("the Oxigraph server is not installed: pip install 'cnnprov[test]'")
-    return found
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-class OxigraphServer:
-    """``oxigraph serve`` on a free port of 127.0.0.1, its data in ``location``."""
-
-    def __init__(self, location: Path) -> None:
-        self.location = location
-        self.process: subprocess.Popen | None = None
-        self.url = ""
-
-    def start(self) -> OxigraphServer:
-        port = free_port()
-        self.url = f"http://127.0.0.1:{port}"
-        self.process = subprocess.Popen(
-            [oxigraph_executable(), "serve", "--location", str(self.location), "--bind", f"127.0.0.1:{port}"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(f"{self.url}/query?query=ASK%7B%7D", timeout=2).close()
-                return self
-            except OSError:
-                if self.process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"oxigraph serve did not start on {self.url}") from None
-                time.sleep(0.05)
-
-    def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-        if self.process is not None:
-            self.process.wait()
 
 
 @pytest.fixture

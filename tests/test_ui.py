@@ -238,3 +238,106 @@ def test_a_curve_gains_points_while_a_real_training_runs(tmp_path):
             served.stop()
     finally:
         training.stop()
+
+
+# -- Optuna studies and importance --------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def study_dashboard(tmp_path_factory):
+    """Five trials of an Optuna study over lr and filters, each a real (tiny) training."""
+    import optuna
+
+    from cnnprov.demo import DigitsCNN
+    from cnnprov.integrations.optuna import OptunaStudyRecorder
+
+    from helpers import tiny_data, tiny_trainer
+
+    root = tmp_path_factory.mktemp("study")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(
+        study_name="digits", direction="maximize", sampler=optuna.samplers.RandomSampler(seed=3)
+    )
+    recorder = OptunaStudyRecorder(study, store=root / "provenance")
+
+    def objective(trial):
+        lr = trial.suggest_float("lr", 0.01, 0.3, log=True)
+        model = DigitsCNN(lr=lr, filters=trial.suggest_categorical("filters", [4, 8]))
+        trainer = tiny_trainer(root, recorder.logger(trial))
+        trainer.fit(model, datamodule=tiny_data())
+        return float(trainer.callback_metrics["val_acc"])
+
+    study.optimize(objective, n_trials=5, callbacks=[recorder])
+    recorder.finish()
+    served = Dashboard(root / "provenance")
+    served.start()
+    yield study, served
+    served.stop()
+
+
+def test_the_studies_page_shows_the_trials_and_the_samplers_choices(study_dashboard, shots):
+    study, served = study_dashboard
+    session = start_browser()
+    try:
+        session.get(f"{served.address}/studies?token={served.token}")
+        chart = session.find_element("id", "choices")
+        wait_until(lambda: chart.get_attribute("data-drawn"), what="the sampler's choices")
+        assert chart.get_attribute("data-traces") == "2"  # one panel per suggested setting: lr, filters
+        assert int(chart.get_attribute("data-points")) == 2 * len(study.trials)
+        rows = session.find_elements("css selector", "table.result tbody tr")
+        assert len(rows) == len(study.trials)
+        headers = [th.text for th in session.find_elements("css selector", "table.result th")]
+        states = {row.find_elements("tag name", "td")[headers.index("state")].text for row in rows}
+        assert states == {trial.state.name for trial in study.trials}
+        screenshot_is_not_blank(session, shots / "studies.png")
+
+        session.get(f"{served.address}/explore")
+        names = wait_until(
+            lambda: [
+                row.find_element("tag name", "td").text
+                for row in session.find_elements("css selector", "#importance tbody tr")
+            ],
+            what="the importance panel",
+        )
+        assert sorted(names) == ["filters", "lr"]
+        assert "random-forest" in session.find_element("class name", "methods").text
+    finally:
+        session.quit()
+
+
+def test_the_dashboard_reads_a_sparql_server_url(tmp_path):
+    from cnnprov import ProvLogger
+    from cnnprov.demo import DigitsCNN
+
+    from helpers import OxigraphServer, tiny_data, tiny_trainer
+
+    server = OxigraphServer(tmp_path / "oxigraph").start()
+    try:
+        logger = ProvLogger(store=server.url, run_name="on-the-server")
+        tiny_trainer(tmp_path / "root", logger).fit(DigitsCNN(), datamodule=tiny_data())
+        served = Dashboard(server.url)
+        served.start()
+        try:
+            status, _, page = get(served.url)
+            assert status == 200 and f'data-run="{logger.run_id}"'.encode() in page and b"on-the-server" in page
+            cookie = {"Cookie": f"cnnprov_ui_token={served.token}"}
+            _, _, curve = get(f"{served.address}/api/curves?run={logger.run_id}&metric=val_acc", cookie)
+            assert [len(trace["x"]) for trace in json.loads(curve)["data"]] == [2]  # two epochs
+        finally:
+            served.stop()
+    finally:
+        server.kill()
+
+
+def test_importance_ranks_the_hyperparameter_that_decides_the_metric_first():
+    from cnnprov.ui.importance import importance
+    from cnnprov.ui.tables import RunRow, RunsTable
+
+    rows = [
+        RunRow(str(i), f"r{i}", "success", None, None, 3, best=0.5 + lr, hyperparameters={"lr": lr, "batch": batch})
+        for i, (lr, batch) in enumerate((0.01 * k, (16, 32)[k % 2]) for k in range(1, 21))
+    ]
+    report = importance(RunsTable("val_acc", "max", rows, ["batch", "lr"], []))
+    assert [item.name for item in report.rows] == ["lr", "batch"]
+    by_name = {item.name: item for item in report.rows}
+    assert by_name["lr"].spearman == pytest.approx(1.0)
+    assert abs(by_name["batch"].spearman) < 0.2
+    assert by_name["lr"].forest > 0.9
