@@ -163,11 +163,24 @@ def test_parallel_coordinates_draw_one_line_per_run(browser, dashboard, store, s
     wait_until(
         lambda: browser.find_element("id", "parallel").get_attribute("data-drawn"), what="the parallel coordinates"
     )
-    lines = browser.execute_script(
+    chart = browser.find_element("id", "parallel")
+    ids = run_ids(store)
+    assert chart.get_attribute("data-runs") == str(len(ids))
+    # each run is one line: its points (one per axis) between two gaps, across the SVG traces
+    segments = browser.execute_script(
+        "return document.getElementById('parallel').data.map(t => t.y.filter(y => y === null).length)"
+    )
+    assert sum(segments) == len(ids)
+    assert len(browser.find_elements("css selector", "#parallel svg .scatterlayer path.js-line")) == len(segments)
+    axes = browser.execute_script("return document.getElementById('parallel').layout.shapes.length")
+    assert axes == 3  # dropout, lr, best val_acc
+    browser.find_element("id", "interactive").click()  # Plotly's brushable parcoords (WebGL)
+    wait_until(lambda: browser.find_element("id", "parallel").get_attribute("data-drawn"), what="the WebGL drawing")
+    counts = browser.execute_script(
         "return document.getElementById('parallel').data[0].dimensions.map(d => d.values.length)"
     )
-    assert lines == [len(run_ids(store))] * len(lines) and len(lines) == 3  # dropout, lr, best val_acc
-    assert browser.find_elements("css selector", "#parallel .parcoords")  # Plotly drew it
+    assert counts == [len(ids)] * 3
+    browser.back()
     wait_until(lambda: browser.find_element("id", "scatter").get_attribute("data-drawn"), what="the scatter")
     assert "needs at least" in browser.find_element("tag name", "main").text  # three runs say nothing of importance
     assert "Spearman" in browser.find_element("class name", "methods").text

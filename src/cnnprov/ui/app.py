@@ -24,7 +24,7 @@ from starlette.templating import Jinja2Templates
 from cnnprov.analysis.provstore import ProvStore, QueryResult
 from cnnprov.errors import CnnprovError
 from cnnprov.storage.location import StoreLocation
-from cnnprov.ui import figures, sparql_page
+from cnnprov.ui import figures, parallel, sparql_page
 from cnnprov.ui.importance import METHODS, importance
 from cnnprov.ui.tables import compare, measures, runs_table
 
@@ -43,9 +43,6 @@ def create_app(location: StoreLocation) -> Starlette:
     templates.env.filters["fmt"] = _format
     templates.env.globals.update(store_name=str(location), zip=zip)
 
-    def store() -> ProvStore:
-        return ProvStore(location)
-
     def page(request: Request, name: str, status: int = 200, **context: Any) -> Response:
         return templates.TemplateResponse(request, name, context, status_code=status)
 
@@ -54,7 +51,10 @@ def create_app(location: StoreLocation) -> Starlette:
 
         def endpoint(request: Request) -> Response:
             try:
-                return render(request)
+                # one opening of the store for all the reads of a page (each is a snapshot; the next request sees more)
+                with ProvStore(location) as reader:
+                    request.state.store = reader
+                    return render(request)
             except CnnprovError as error:
                 return page(request, "error.html", status=400, message=str(error))
 
@@ -63,7 +63,7 @@ def create_app(location: StoreLocation) -> Starlette:
     def runs(request: Request) -> Response:
         query = request.query_params
         metric, order, where = query.get("metric", "val_acc"), query.get("order", "max"), query.get("where", "")
-        reader = store()
+        reader = request.state.store
         error = None
         try:
             table = runs_table(reader, metric, order, where or None)
@@ -81,10 +81,12 @@ def create_app(location: StoreLocation) -> Starlette:
 
     def curves_page(request: Request) -> Response:
         runs, metric = request.query_params.getlist("run"), request.query_params.get("metric", "val_acc")
-        return page(request, "curves.html", plotly=True, runs=runs, metric=metric, measures=measures(store()))
+        return page(
+            request, "curves.html", plotly=True, runs=runs, metric=metric, measures=measures(request.state.store)
+        )
 
     def curves_data(request: Request) -> Response:
-        reader = store()
+        reader = request.state.store
         runs = [reader.resolve_run(run) for run in request.query_params.getlist("run")]
         names = {row["run_id"]: row["name"] for row in reader.runs()}
         return JSONResponse(figures.curves(reader, runs, request.query_params.get("metric", "val_acc"), names))
@@ -93,7 +95,7 @@ def create_app(location: StoreLocation) -> Starlette:
         runs = request.query_params.getlist("run")
         if len(runs) < 2:
             return page(request, "error.html", status=400, message="select at least two runs to compare")
-        reader = store()
+        reader = request.state.store
         metric = request.query_params.get("metric", "val_acc")
         return page(
             request,
@@ -106,11 +108,13 @@ def create_app(location: StoreLocation) -> Starlette:
 
     def explore(request: Request) -> Response:
         query = request.query_params
-        reader = store()
+        reader = request.state.store
         table = runs_table(
             reader, query.get("metric", "val_acc"), query.get("order", "max"), query.get("where") or None
         )
         x = query.get("x") or (table.varying[0] if table.varying else "")
+        interactive = query.get("interactive") == "1"  # WebGL: brushable, but seconds to draw without a GPU
+        lines = parallel.parallel_coordinates(table) if interactive else parallel.parallel_lines(table)
         return page(
             request,
             "explore.html",
@@ -119,14 +123,16 @@ def create_app(location: StoreLocation) -> Starlette:
             measures=measures(reader),
             where=query.get("where", ""),
             x=x,
-            parallel=json.dumps(figures.parallel_coordinates(table)),
+            parallel=json.dumps(lines),
+            interactive=interactive,
+            parallel_runs=len(table.rows),
             scatter=json.dumps(figures.scatter(table, x)) if x else None,
             importance=importance(table),
             methods=METHODS,
         )
 
     def run_page(request: Request) -> Response:
-        reader = store()
+        reader = request.state.store
         run = reader.resolve_run(request.path_params["run"])
         info = next(row for row in reader.runs() if row["run_id"] == run)
         sections = {
@@ -140,7 +146,7 @@ def create_app(location: StoreLocation) -> Starlette:
     def picture(request: Request) -> Response:
         from cnnprov.analysis.picture import run_picture
 
-        return Response(run_picture(store(), request.path_params["run"], "svg"), media_type="image/svg+xml")
+        return Response(run_picture(request.state.store, request.path_params["run"], "svg"), media_type="image/svg+xml")
 
     def download(request: Request) -> Response:
         format = request.path_params["format"]
@@ -148,23 +154,23 @@ def create_app(location: StoreLocation) -> Starlette:
             return page(
                 request, "error.html", status=404, message=f"no download as '{format}'; choose {', '.join(DOWNLOADS)}"
             )
-        reader = store()
+        reader = request.state.store
         run = reader.resolve_run(request.path_params["run"])
         suffix, media = DOWNLOADS[format]
         headers = {"Content-Disposition": f'attachment; filename="run-{run}.{suffix}"'}
         return Response(reader.export(format, run=run), media_type=media, headers=headers)
 
     def studies(request: Request) -> Response:
-        trials = store().query("study-trials")
+        trials = request.state.store.query("study-trials")
         return page(
             request, "studies.html", plotly=True, trials=trials, figure=json.dumps(figures.study_choices(trials))
         )
 
     def sparql(request: Request) -> Response:
-        return page(request, "sparql.html", **sparql_page.answer(store(), request.query_params))
+        return page(request, "sparql.html", **sparql_page.answer(request.state.store, request.query_params))
 
     def sparql_csv(request: Request) -> Response:
-        result = sparql_page.answer(store(), request.query_params)["result"]
+        result = sparql_page.answer(request.state.store, request.query_params)["result"]
         return Response(
             _csv(result), media_type="text/csv", headers={"Content-Disposition": 'attachment; filename="answer.csv"'}
         )

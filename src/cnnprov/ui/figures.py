@@ -42,36 +42,6 @@ def curves(store: ProvStore, runs: list[str], metric: str, names: dict[str, str]
     return {"data": traces, "layout": layout}
 
 
-def _axis(table: RunsTable, name: str) -> dict[str, Any] | None:
-    """A parallel-coordinates dimension for one hyperparameter: numbers as they are, other values coded."""
-    raw = [row.hyperparameters.get(name) for row in table.rows]
-    numeric = [number(value) for value in raw]
-    if all(value is not None for value in numeric):
-        return {"label": name, "values": numeric}
-    labels = sorted({repr(value) if not isinstance(value, str) else value for value in raw})
-    codes = {label: index for index, label in enumerate(labels)}
-    values = [codes[repr(value) if not isinstance(value, str) else value] for value in raw]
-    return {"label": name, "values": values, "tickvals": list(range(len(labels))), "ticktext": labels}
-
-
-def parallel_coordinates(table: RunsTable) -> dict[str, Any]:
-    """One line per run: the hyperparameters that vary, then the best ``table.metric``."""
-    dimensions = [axis for name in table.varying if (axis := _axis(table, name)) is not None]
-    best = [number(row.best) for row in table.rows]
-    dimensions.append({"label": f"best {table.metric}", "values": best})
-    trace = {
-        "type": "parcoords",
-        "dimensions": dimensions,
-        "line": {
-            "color": [value if value is not None else float("nan") for value in best],
-            "colorscale": "Viridis",
-            "showscale": True,
-        },
-        "customdata": [row.run_id for row in table.rows],
-    }
-    return {"data": [trace], "layout": {**_LAYOUT, "title": {"text": f"hyperparameters → best {table.metric}"}}}
-
-
 def scatter(table: RunsTable, name: str) -> dict[str, Any]:
     """One point per run: hyperparameter ``name`` against the best ``table.metric``."""
     points = [row for row in table.rows if name in row.hyperparameters]
