@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ]
     print(f"\n{runs} runs, median of {args.repeats} loads in headless chromium (ms from navigation start):")
     print(table(["page", "server", "table in page", "charts drawn", "worst", "HTML KiB"], rows))
-    report = {"machine": info, "runs": runs, "repeats": args.repeats, "pages": results}
+    report = {"benchmark": "ui_browser", "machine": info, "runs": runs, "repeats": args.repeats, "pages": results}
     if args.json:
         write_json(args.json, report)
     return report

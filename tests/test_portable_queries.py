@@ -38,6 +38,7 @@ def parameter_sets(store) -> list[tuple[str, dict]]:
         ("learning-curves", {}),
         ("learning-curves", {"metric": "train_loss_step"}),
         ("lineage", {"checkpoint": checkpoint}),
+        ("checkpoints", {"run": first}),
         ("runs-using-dataset", {"dataset": "TensorDataset"}),
         ("epoch-metrics", {"run": first}),
         ("epoch-metrics", {"run": first[:8]}),  # a prefix: ProvStore binds the full id

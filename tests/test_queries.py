@@ -444,6 +444,17 @@ def test_lineage_of_a_checkpoint_by_its_path_and_by_its_sha256(library):
     assert rows[0]["node"] == library.raw.run(library.ids["dropout-0.0"])
 
 
+def test_checkpoints_lists_a_runs_files_in_order_with_their_hashes(library):
+    files = library.checkpoints["dropout-0.0"]
+    rows = library.query("checkpoints", run=library.ids["dropout-0.0"][:8])
+    assert [row["path"] for row in rows] == [str(f.resolve()) for f in files]
+    assert [row["epoch"] for row in rows] == list(range(EPOCHS))
+    assert [row["sha256"] for row in rows] == [hashlib.sha256(f.read_bytes()).hexdigest() for f in files]
+    assert [row["size_bytes"] for row in rows] == [f.stat().st_size for f in files]
+    other = library.query("checkpoints", run=library.ids["steplr"])
+    assert not {row["path"] for row in rows} & {row["path"] for row in other}
+
+
 def test_lineage_shows_the_learning_rates_in_force_and_leaves_out_later_test_data(library):
     files = library.checkpoints["steplr"]
     sha = hashlib.sha256(files[1].read_bytes()).hexdigest()
