@@ -54,9 +54,10 @@ _RUN_PATTERNS = {
     "status": "?run cnnprov:status ?value .",
     "started": "?run prov:startedAtTime ?value .",
     "ended": "?run prov:endedAtTime ?value .",
-    "epochs": "OPTIONAL { ?run cnnprov:epochCount ?count } BIND(COALESCE(?count, 0) AS ?value)",
+    "epochs": "?run cnnprov:epochCount ?value .",
     "duration": "?run prov:startedAtTime ?start ; prov:endedAtTime ?value .",
 }
+_CRASHED = '"crashed"'
 _SETTING = (
     "?run prov:used ?setting . ?setting mls:specifiedBy ?parameter ; mls:hasValue ?value . "
     "?parameter rdfs:label {name} . FILTER NOT EXISTS {{ ?setting prov:wasDerivedFrom ?earlier }}"
@@ -209,20 +210,23 @@ class _Compiler:
             raise self.error(f"unknown run field '{name}': expected one of {', '.join(RUN_FIELDS)}", node.field.offset)
         if name == "id":
             return f"COALESCE({self.condition(node, '?run_id')}, false)"
-        if name == "status":
-            self.hint_status(node)
-            if self.crashed:
-                ids = ", ".join(self.bind(literal(run_id), "c") for run_id in self.crashed)
-                pattern = (
-                    "OPTIONAL { ?run cnnprov:status ?stored } "
-                    f'BIND(IF(?run_id IN ({ids}), "crashed", ?stored) AS ?value)'
-                )
-                return self.exists(pattern, self.condition(node, "?value"))
         if name == "duration":
             if node.op in ("~", "contains"):
                 raise self.error(f"'{node.op}' compares text: duration is a number of seconds", node.offset)
             return self.exists(_RUN_PATTERNS[name], self.condition(node, "?value", plus="?start"))
-        return self.exists(_RUN_PATTERNS[name], self.condition(node, "?value"))
+        # A pattern inside EXISTS reads no variable of the run but ?run (rdflib's BIND there sees no
+        # outer variable): what runs shows besides the stored value is an alternative outside it.
+        stored = self.exists(_RUN_PATTERNS[name], self.condition(node, "?value"))
+        if name == "status":
+            self.hint_status(node)
+            if self.crashed:
+                ids = ", ".join(self.bind(literal(run_id), "c") for run_id in self.crashed)
+                crashed = f"COALESCE({self.condition(node, _CRASHED)}, false)"
+                return f"((?run_id IN ({ids}) && {crashed}) || (!(?run_id IN ({ids})) && {stored}))"
+        if name == "epochs":  # no epoch count: no epoch started
+            none = f"COALESCE({self.condition(node, '0')}, false)"
+            return f"({stored} || (!EXISTS {{ {_RUN_PATTERNS[name]} }} && {none}))"
+        return stored
 
     @staticmethod
     def exists(pattern: str, condition: str) -> str:
