@@ -212,10 +212,35 @@ def _no_warning() -> Iterator[None]:
     assert [str(w.message) for w in caught if issubclass(w.category, RunFilterWarning)] == []
 
 
+def test_a_sparql_server_keeps_the_same_runs(sweep_store, known, tmp_path):
+    """The same text on a real Oxigraph server (``oxigraph serve``) holding the same records."""
+    import pyoxigraph as ox
+    from test_remote import OxigraphServer
+
+    from cnnprov.storage.remote import RemoteStore
+
+    server = OxigraphServer(tmp_path / "oxigraph").start()
+    try:
+        RemoteStore(server.url).load(sweep_store.export("nquads"), format=ox.RdfFormat.N_QUADS)
+        remote = ProvStore(server.url)
+        sizes = set()
+        for where, keeps in cases(known):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RunFilterWarning)
+                shared = {row["run_id"] for row in remote.runs(where=where)}
+            assert shared == _ids(known, keeps), where
+            sizes.add(len(shared))
+        assert sizes == {0, 1, 2}
+    finally:
+        server.kill()
+
+
 def test_runs_keeps_its_columns_and_order_under_a_filter(sweep_store):
     every = sweep_store.runs()
     kept = sweep_store.runs(where="epochs >= 0")
     assert (kept.columns, kept.rows) == (every.columns, every.rows)
+    assert sweep_store.runs(where="  ").rows == every.rows  # an empty filter box keeps every run
+    assert len(sweep_store.runs(where="epochs < 0")) == 0
 
 
 def test_a_field_no_run_has_gives_no_runs_and_a_hint_that_names_the_close_ones(sweep_store):
