@@ -150,9 +150,7 @@ def matching_run_ids(store: ReadStore, where: str, crashed: Iterable[str] = ()) 
 def _solutions(store: ReadStore, text: str) -> list:
     try:
         return list(store.query(text, use_default_graph_as_union=True))
-    except QueryError as error:  # an endpoint refused it
-        raise QueryError(f"the run filter cannot run: {error}") from None
-    except (SyntaxError, RuntimeError, OSError, ValueError) as error:
+    except (SyntaxError, RuntimeError, OSError, ValueError) as error:  # QueryError: an endpoint refused it
         raise QueryError(f"the run filter cannot run: {error}") from None
 
 
