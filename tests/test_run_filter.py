@@ -26,7 +26,7 @@ from cnnprov.analysis.filter_syntax import Comparison, Junction, Not, parse_filt
 from cnnprov.analysis.run_filter import compile_filter, lower_is_better
 from cnnprov.errors import QueryError, RunFilterError, RunFilterWarning
 
-from helpers import cli, ok
+from helpers import OxigraphServer, cli, ok
 
 
 # -- 1. reading ---------------------------------------------------------------------------------
@@ -215,7 +215,6 @@ def _no_warning() -> Iterator[None]:
 def test_a_sparql_server_keeps_the_same_runs(sweep_store, known, tmp_path):
     """The same text on a real Oxigraph server (``oxigraph serve``) holding the same records."""
     import pyoxigraph as ox
-    from test_remote import OxigraphServer
 
     from cnnprov.storage.remote import RemoteStore
 
