@@ -41,9 +41,9 @@ PAGES = {"runs table": ("/", ["page"]), "across runs": ("/explore", ["parallel",
 def build_store(path: Path, runs: int, epochs: int, steps: int) -> None:
     """A sweep of ``runs`` runs recorded as ``benchmarks/scale.py`` records them."""
     import torch
+    from scale import record_run
 
     from cnnprov.demo import DigitsCNN
-    from scale import record_run
 
     torch.set_num_threads(1)
     model = DigitsCNN()

@@ -445,8 +445,9 @@ def test_query_list_names_each_bundled_query_and_its_question():
 # -- 7. reading stays light -----------------------------------------------------------------------
 @pytest.mark.parametrize(
     "args",
-    [("runs",), ("query", "best-runs"), ("export", "--format", "nquads")],
-    ids=["runs", "query", "export"],
+    [("runs",), ("runs", "--where", "val_acc > 0.1 and dropout < 0.3"), ("query", "best-runs"),
+     ("export", "--format", "nquads")],
+    ids=["runs", "runs-where", "query", "export"],
 )
 def test_reading_commands_do_not_import_torch_or_lightning(sweep_store, args):
     result = cli(*args, "--store", sweep_store.path, command=[sys.executable, "-X", "importtime", "-m", "cnnprov.cli"])

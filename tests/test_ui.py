@@ -246,6 +246,7 @@ def test_a_curve_gains_points_while_a_real_training_runs(tmp_path):
             training.wait_for("epoch 2 waiting")  # epoch 1 stored
             wait_until(lambda: int(chart.get_attribute("data-points")) == 2, what="the second point", timeout=30)
             assert int(chart.get_attribute("data-updates")) > updates  # the same page, updated in place
+            screenshot_is_not_blank(session, tmp_path / "curves.png")
         finally:
             session.quit()
             served.stop()

@@ -42,6 +42,27 @@ class QueryNotFoundError(QueryError, LookupError):
     """No bundled query or ``.rq`` file by that name."""
 
 
+class RunFilterError(QueryError):
+    """A run filter (``runs --where``) cannot be read: the message shows the filter with a caret
+    under ``column`` and says what was expected there.
+
+    Attributes:
+        filter: the filter text.
+        offset: where in it (0-based).
+        column: the same place as editors count it (1-based).
+        reason: what was wrong, without the picture of the filter.
+    """
+
+    def __init__(self, reason: str, filter: str, offset: int) -> None:
+        self.reason, self.filter, self.offset, self.column = reason, filter, offset, offset + 1
+        line = "".join(" " if c.isspace() else c for c in filter)  # one line: the caret stands under its place
+        super().__init__(f"{reason} at column {self.column}\n  {line}\n  {' ' * offset}^")
+
+
+class RunFilterWarning(UserWarning):
+    """A run filter that can be read but selects nothing for a reason worth saying (a field no run has)."""
+
+
 class RunNotFoundError(CnnprovError, LookupError):
     """No run (or more than one) matches the given id."""
 

@@ -24,6 +24,7 @@ import pyoxigraph as ox
 from cnnprov.analysis.json_ld import compact_json_ld
 from cnnprov.analysis.prov_export import PROV_FORMATS
 from cnnprov.analysis.query_library import QueryFile, QueryNotFoundError, load_query, parse_query
+from cnnprov.analysis.run_filter import FilterFields, filter_fields, matching_run_ids
 from cnnprov.errors import QueryError, RunNotFoundError
 from cnnprov.rdf.sparql import Term, bind_values, term_text
 from cnnprov.rdf.vocab import CNNPROV_NS, PREFIXES, literal, python_value
@@ -200,13 +201,31 @@ class ProvStore:
         return bindings
 
     # -- runs --------------------------------------------------------------------
-    def runs(self) -> QueryResult:
-        """One row per run: id, name, status, start, end, epochs.
+    def runs(self, where: str | None = None) -> QueryResult:
+        """One row per run: id, name, status, start, end, epochs; with ``where``, the runs a filter
+        keeps, e.g. ``"val_acc > 0.95 and lr < 0.05 and status = success"`` (docs/filters.md).
 
         A run recorded as "running" whose process on this host is gone reads as "crashed"
-        (the next process that writes the store records it so).
+        (the next process that writes the store records it so); ``status`` in a filter reads it so too.
+
+        Raises:
+            RunFilterError: a filter that cannot be read (the message points at the place).
         """
-        result = self.query("runs")
+        result = self._corrected(self.query("runs"))
+        if where is None or not where.strip():  # an empty filter keeps every run
+            return result
+        run_id, status = result.columns.index("run_id"), result.columns.index("status")
+        crashed = [row[run_id] for row in result.rows if row[status] == "crashed"]
+        with self.reading() as store:
+            kept = matching_run_ids(store, where, crashed)
+        return QueryResult(result.columns, [row for row in result.rows if row[run_id] in kept])
+
+    def filter_fields(self) -> FilterFields:
+        """The names a ``runs(where=…)`` filter can use: run fields, and each hyperparameter and metric some run has."""
+        with self.reading() as store:
+            return filter_fields(store)
+
+    def _corrected(self, result: QueryResult) -> QueryResult:
         status = result.columns.index("status")
         if not any(row[status] == "running" for row in result.rows):
             return result

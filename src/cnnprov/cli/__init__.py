@@ -33,6 +33,7 @@ _EPILOG = """\
 examples:
   cnnprov demo                                      train 4 configurations of a small CNN and rank them
   cnnprov runs                                      one line per run: id, name, status, start, end, epochs
+  cnnprov runs --where "val_acc > 0.9 and lr < 0.05"    the runs a filter keeps (cnnprov runs --help)
   cnnprov query best-runs                           runs ranked by their best val_acc
   cnnprov query best-runs --param metric=val_loss --param order=min
   cnnprov query --list                              the bundled questions
@@ -47,6 +48,30 @@ examples:
   cnnprov ui --store provenance --open              the dashboard in your browser (pip install 'cnnprov[ui]')
 """
 
+_WHERE_HELP = """\
+filters (--where):
+  a comparison:   FIELD OP VALUE       OP: = != < <= > >= ~ (regex) contains (substring)
+                  FIELD in (V1, V2)    FIELD between LOW and HIGH    (not in, not between, not contains)
+  combined with:  and, or, not, ( )    (not binds tightest, then and, then or)
+  fields:         id, name, status (running/success/failed/crashed), started, ended (dates, UTC),
+                  epochs, duration (seconds, or 90s, 5m, 2h);
+                  a hyperparameter by name (lr, optimizer.lr, trainer.max_epochs); hp.NAME or hp(NAME)
+                  for a hyperparameter that shares its name with a run field or a metric;
+                  best(M), last(M), min(M), max(M) of a metric M; a bare metric name, or metric.M,
+                  is its best: lowest for names with loss/error/mse/mae..., else highest
+  values:         numbers compare as numbers, true/false as booleans, any other word as text;
+                  quote text with spaces or keywords: "my run"; ~ and contains ignore case
+  a run that lacks the field fails the comparison (so `not x = 1` keeps it, `x != 1` does not).
+  `cnnprov runs --fields` lists the names a store's runs have. docs/filters.md has the reference.
+
+examples:
+  cnnprov runs --where "val_acc > 0.95 and lr < 0.05 and status = success"
+  cnnprov runs --where "best(val_loss) < 0.3 or last(val_acc) >= 0.9"
+  cnnprov runs --where "lr between 0.001 and 0.1 and not (batch_size = 32)"
+  cnnprov runs --where "dropout in (0.25, 0.5) and name contains res"
+  cnnprov runs --where 'name ~ "^resnet-[0-9]+$" and started >= 2026-01-31 and duration < 10m'
+"""
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -59,9 +84,19 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
 
-    runs = commands.add_parser("runs", help="list the recorded runs", description="One line per recorded run.")
+    runs = commands.add_parser(
+        "runs",
+        help="list the recorded runs, or those a filter keeps",
+        description="One line per recorded run; --where keeps the runs a filter selects.",
+        epilog=_WHERE_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     _add_store(runs)
     _add_format(runs)
+    runs.add_argument("--where", "-w", metavar="FILTER", help="only the runs this filter keeps (see below)")
+    runs.add_argument(
+        "--fields", action="store_true", help="list the names a filter can use: run fields, hyperparameters, metrics"
+    )
     runs.set_defaults(handler=run_command.runs)
 
     query = commands.add_parser(

@@ -9,14 +9,31 @@ import textwrap
 from pathlib import Path
 
 from cnnprov.analysis.formatting import render
-from cnnprov.errors import CnnprovError, StoreError
+from cnnprov.errors import CnnprovError, RunFilterWarning, StoreError
 from cnnprov.storage.location import StoreLocation
 
 
 def runs(args: argparse.Namespace) -> int:
+    import warnings
+
     from cnnprov.analysis.provstore import ProvStore
 
-    sys.stdout.write(render(ProvStore(args.store).runs(), args.format))
+    store = ProvStore(args.store)
+    if args.fields:
+        fields = store.filter_fields()
+        for kind, names in (("run", fields.run), ("hyperparameters", fields.hyperparameters),
+                            ("metrics", fields.metrics)):
+            print(f"{kind}: {', '.join(names) or '(none)'}")
+        return 0
+    with warnings.catch_warnings(record=True) as hints:
+        warnings.simplefilter("always", RunFilterWarning)
+        result = store.runs(where=args.where)
+    for hint in hints:
+        if issubclass(hint.category, RunFilterWarning):
+            print(f"cnnprov: note: {hint.message}", file=sys.stderr)
+        else:  # not ours: shown as it would have been
+            warnings.showwarning(hint.message, hint.category, hint.filename, hint.lineno)
+    sys.stdout.write(render(result, args.format))
     return 0
 
 

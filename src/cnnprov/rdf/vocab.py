@@ -231,6 +231,15 @@ def integer_literal(value: int) -> Literal:
     return Literal(int(value))
 
 
+def duration_literal(seconds: float) -> Literal:
+    """An ``xsd:duration`` of ``seconds`` (``PT90.5S``): what adding to an ``xsd:dateTime`` in SPARQL
+    takes on both Oxigraph and rdflib."""
+    if not math.isfinite(seconds):
+        raise ValueError(f"a duration needs a finite number of seconds, not {seconds}")
+    text = f"{abs(seconds):.6f}".rstrip("0").rstrip(".")
+    return Literal(f"{'-' if seconds < 0 else ''}PT{text}S", datatype=NamedNode(XSD_NS + "duration"))
+
+
 def string_literal(value: str) -> Literal:
     return Literal(_clean_text(value))
 
