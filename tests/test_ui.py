@@ -122,6 +122,31 @@ def test_the_table_lists_every_run_and_folds_the_settings_equal_in_all(browser, 
     assert recorded <= shown and len(shown) > 2  # (a setting of None, such as step_size, shows empty)
 
 
+def test_a_filter_narrows_the_table_and_a_bad_one_points_at_its_column(browser, dashboard, store):
+    values = settings(store)
+    browser.get(f"{dashboard.address}/")
+    box = wait_until(lambda: browser.find_element("id", "where"))
+    box.send_keys("dropout > 0.1 or lr < 0.05")
+    browser.find_element("id", "apply").click()
+    wait_until(lambda: "where=" in browser.current_url, what="the filtered page")
+    shown = {row.get_attribute("data-run") for row in browser.find_elements("css selector", "#runs tbody tr")}
+    assert shown == {run for run, v in values.items() if v["dropout"] > 0.1 or v["lr"] < 0.05}
+    assert 0 < len(shown) < len(values)
+
+    box = browser.find_element("id", "where")
+    box.clear()
+    box.send_keys("val_acc > and lr < 0.05")
+    browser.find_element("id", "apply").click()
+    error = wait_until(lambda: browser.find_element("id", "filter-error").text, what="the filter's error")
+    assert "column 11" in error and "^" in error
+    rows = browser.find_elements("css selector", "#runs tbody tr")
+    assert len(rows) == len(values)  # the table stays, unfiltered, under the error
+
+    browser.get(f"{dashboard.address}/?where=no_such_setting+%3E+1")
+    assert "no_such_setting" in browser.find_element("class name", "hint").text
+    assert not browser.find_elements("css selector", "#runs tbody tr")
+
+
 def test_the_table_sorts_by_a_column(browser, dashboard, store):
     browser.get(f"{dashboard.address}/")
     header = wait_until(lambda: browser.find_element("xpath", "//th[starts-with(., 'best val_acc')]"))

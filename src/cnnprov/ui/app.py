@@ -62,7 +62,7 @@ def create_app(location: StoreLocation) -> Starlette:
 
     def runs(request: Request) -> Response:
         query = request.query_params
-        metric, order, where = query.get("metric", "val_acc"), query.get("order", "max"), query.get("where", "")
+        metric, order, where = query.get("metric", "val_acc"), query.get("order") or None, query.get("where", "")
         reader = request.state.store
         error = None
         try:
@@ -110,7 +110,7 @@ def create_app(location: StoreLocation) -> Starlette:
         query = request.query_params
         reader = request.state.store
         table = runs_table(
-            reader, query.get("metric", "val_acc"), query.get("order", "max"), query.get("where") or None
+            reader, query.get("metric", "val_acc"), query.get("order") or None, query.get("where") or None
         )
         x = query.get("x") or (table.varying[0] if table.varying else "")
         interactive = query.get("interactive") == "1"  # WebGL: brushable, but seconds to draw without a GPU

@@ -9,12 +9,15 @@ from __future__ import annotations
 import math
 import os
 import re
+import warnings
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from cnnprov.analysis.provstore import ProvStore
+from cnnprov.analysis.run_filter import lower_is_better
+from cnnprov.errors import RunFilterWarning
 
 QUERIES = Path(__file__).resolve().parent / "queries"
 #: a listing's pairs are separated by ", " before the next ``name=``; a value may hold ", " itself
@@ -45,6 +48,8 @@ class RunsTable:
     rows: list[RunRow]
     varying: list[str]
     constant: list[str]
+    #: what the filter noted (a field no run has, a name that is both a setting and a metric)
+    hints: list[str] = field(default_factory=list)
 
 
 def measures(store: ProvStore) -> list[str]:
@@ -75,9 +80,19 @@ def typed(text: str) -> Any:
     return text
 
 
-def runs_table(store: ProvStore, metric: str = "val_acc", order: str = "max", where: str | None = None) -> RunsTable:
-    """Every run (or those ``where`` selects) with its best ``metric`` and its hyperparameters."""
-    runs = store.runs(where=where) if where else store.runs()
+def runs_table(
+    store: ProvStore, metric: str = "val_acc", order: str | None = None, where: str | None = None
+) -> RunsTable:
+    """Every run (or those ``where`` selects) with its best ``metric`` and its hyperparameters.
+
+    ``order`` is "max" or "min"; left out, the lowest value is best for a loss or an error and the
+    highest for anything else (as the filter language decides).
+    """
+    order = order or ("min" if lower_is_better(metric) else "max")
+    with warnings.catch_warnings(record=True) as noted:
+        warnings.simplefilter("always", RunFilterWarning)
+        runs = store.runs(where=where)
+    hints = [str(warning.message) for warning in noted if issubclass(warning.category, RunFilterWarning)]
     best = {row["run_id"]: row for row in store.query("best-runs", metric=metric, order=order)}
     listings = {row["run_id"]: row["listing"] for row in store.query(QUERIES / "run-listings.rq")}
     rows = []
@@ -99,7 +114,7 @@ def runs_table(store: ProvStore, metric: str = "val_acc", order: str = "max", wh
             )
         )
     varying, constant = split_varying([row.hyperparameters for row in rows])
-    return RunsTable(metric, order, rows, varying, constant)
+    return RunsTable(metric, order, rows, varying, constant, hints)
 
 
 def split_varying(settings: list[dict[str, Any]]) -> tuple[list[str], list[str]]:
