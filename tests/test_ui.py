@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -16,7 +17,7 @@ from cnnprov.demo import run_sweep
 from cnnprov.ui.server import Dashboard
 
 from browser import screenshot_is_not_blank, start_browser, wait_until
-from helpers import CLI, PacedTraining, cli_env
+from helpers import PacedTraining, cli_env
 
 #: three runs: two differ only in dropout, two only in the learning rate
 CONFIGS = [{"dropout": 0.0, "lr": 0.1}, {"dropout": 0.5, "lr": 0.1}, {"dropout": 0.0, "lr": 0.03}]
@@ -85,9 +86,9 @@ def test_a_request_without_the_token_or_from_another_host_is_refused(dashboard):
     assert get(f"{dashboard.address}/", {"Authorization": f"Bearer {dashboard.token}"})[0] == 200
 
 
-def test_cnnprov_ui_prints_a_url_with_the_token_and_serves_it(store):
+def test_cnnprov_ui_prints_a_url_with_the_token_and_serves_it_without_torch(store):
     process = subprocess.Popen(
-        [*CLI, "ui", "--store", str(store.path)],
+        [sys.executable, "-X", "importtime", "-m", "cnnprov.cli", "ui", "--store", str(store.path)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -100,9 +101,15 @@ def test_cnnprov_ui_prints_a_url_with_the_token_and_serves_it(store):
         status, _, body = get(url)
         assert status == 200 and b'id="runs"' in body
         assert get(url.partition("?")[0])[0] == 403
+        address = url.partition("/?")[0]
+        for page in ("/explore", f"/run/{run_ids(store)[0]}", "/sparql?query=runs"):
+            assert get(f"{address}{page}", {"Authorization": f"Bearer {url.rpartition('=')[2]}"})[0] == 200, page
     finally:
         process.terminate()
-        process.wait(timeout=10)
+        _, errors = process.communicate(timeout=10)
+    imported = [line.rsplit("|", 1)[-1].strip() for line in errors.splitlines() if line.startswith("import time:")]
+    assert "starlette" in imported and "pyoxigraph" in imported  # the check sees what was imported
+    assert [m for m in imported if m.split(".")[0] in {"torch", "lightning", "lightning_fabric"}] == []
 
 
 # -- the runs table -------------------------------------------------------------------------------
