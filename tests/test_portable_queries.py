@@ -39,6 +39,9 @@ def parameter_sets(store) -> list[tuple[str, dict]]:
         ("learning-curves", {"metric": "train_loss_step"}),
         ("lineage", {"checkpoint": checkpoint}),
         ("checkpoints", {"run": first}),
+        ("metric-lineage", {"run": first, "metric": "val_acc"}),
+        ("best-run-preprocessing", {}),
+        ("best-run-preprocessing", {"metric": "val_loss", "order": "min"}),
         ("runs-using-dataset", {"dataset": "TensorDataset"}),
         ("epoch-metrics", {"run": first}),
         ("epoch-metrics", {"run": first[:8]}),  # a prefix: ProvStore binds the full id
@@ -61,6 +64,7 @@ def parameter_sets(store) -> list[tuple[str, dict]]:
 EMPTY = {
     ("lr-adaptations", 0), ("lr-adaptations", 1), ("unfinished-runs", 0), ("study-trials", 0), ("best-trial", 0),
     ("compare-runs", 1), ("best-runs", 2), ("overfitting", 0),
+    ("best-run-preprocessing", 0), ("best-run-preprocessing", 1),  # the digits are not transformed
 }
 
 

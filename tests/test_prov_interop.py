@@ -42,6 +42,7 @@ RELATIONS = {
     "wasInformedBy": "ProvCommunication",
     "wasDerivedFrom": "ProvDerivation",
     "hadMember": "ProvMembership",
+    "specializationOf": "ProvSpecialization",
     "actedOnBehalfOf": "ProvDelegation",
     "wasStartedBy": "ProvStart",
     "wasEndedBy": "ProvEnd",

@@ -232,12 +232,16 @@ def scheduler(
     return triples
 
 
+def data_node(run: NamedNode, role: str) -> NamedNode:
+    return child(run, "data", role)
+
+
 def dataset(
     run: NamedNode, role: str, dataset_class: str | None = None,
     sample_count: int | None = None, batch_size: int | None = None, batch_count: int | None = None,
 ) -> list[Triple]:
     """The data a stage used, in its ``role`` (train, validation, test, predict)."""
-    node = child(run, "data", role)
+    node = data_node(run, role)
     triples: list[Triple] = [
         (node, RDF.type, PROV.Entity),
         (node, RDF.type, MLS.Dataset),

@@ -56,6 +56,8 @@ class RunState:
     outside_training: bool = False  # the caller's stage trains no epochs (validate, test)
     in_steps: bool = False  # values logged now are step-level (the loop is in an epoch's batches)
     trainer_recorded: bool = False  # the run's training-loop settings (its first attempt's) are recorded
+    data_chain: Any = None  # the DataChain of the datasets the run's loaders served (capture.data_lineage)
+    data_written: set[int] = field(default_factory=set)  # positions of that chain already recorded
     architecture: ArchitectureCapture = field(default_factory=ArchitectureCapture)  # described once per run
 
     def continue_from(self, recorded: RecordedRun, checkpoint: NamedNode | None) -> None:

@@ -8,13 +8,15 @@ the training thread and buffers records to the run's writer like the rest of it.
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from pyoxigraph import NamedNode, Quad
 
-from cnnprov.capture import architecture_records, learning_rate_records, records
+from cnnprov.capture import architecture_records, data_records, learning_rate_records, records
 from cnnprov.capture.architecture import ModelDescription
+from cnnprov.capture.data_lineage import DataChain
 from cnnprov.capture.hyperparameters import class_path
 from cnnprov.capture.run_state import RunState
 from cnnprov.capture.series import PointSeries
@@ -48,6 +50,24 @@ class SetupEvents:
         self._add_all(
             learning_rate_records.learning_rate_finder(self.run, node, rates, losses, suggestion, time.time(), setting)
         )
+
+    def log_data_lineage(self, role: str, dataset: Any) -> None:
+        """Record where the data of ``role`` came from: the datasets ``dataset`` wraps down to its
+        source, fingerprinted, and their transforms (:mod:`cnnprov.capture.data_lineage`). Datasets
+        shared by several roles (the parts of a split) are recorded once."""
+        state = self._state
+        chain = state.data_chain = state.data_chain or DataChain()
+        try:
+            top = chain.add(dataset)
+        except Exception as error:  # a dataset that cannot be described must not stop training
+            warnings.warn(
+                f"cnnprov cannot record where the {role} data came from ({type(error).__name__}: {error}); "
+                "its class and size are recorded",
+                stacklevel=2,
+            )
+            return
+        triples = data_records.chain_records(self.run, chain, state.data_written)
+        self._add_all(triples + data_records.data_lineage(self.run, records.data_node(self.run, role), top))
 
     def log_trainer_settings(self, python_class: str, settings: Mapping[str, Any]) -> None:
         """Record how the training loop was configured (precision, clipping, limits…), once per run:

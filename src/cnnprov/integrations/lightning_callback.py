@@ -218,6 +218,8 @@ def _log_loaders(recorder: RunRecorder, role: str, loaders: Iterable[Any], batch
             batch_size=data.batch_size,
             batch_count=data.batch_count,
         )
+        if getattr(loader, "dataset", None) is not None:
+            recorder.log_data_lineage(role if len(loaders) == 1 else f"{role}-{index}", loader.dataset)
 
 
 def _as_list(loaders: Any) -> list:

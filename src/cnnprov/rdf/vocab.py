@@ -60,7 +60,7 @@ PROV = _Namespace(
     Association Usage Generation
     startedAtTime endedAtTime generatedAtTime atTime
     used wasGeneratedBy wasAssociatedWith wasInformedBy wasDerivedFrom
-    wasAttributedTo hadMember generated
+    wasAttributedTo hadMember generated specializationOf
     qualifiedAssociation qualifiedUsage qualifiedGeneration agent entity activity hadPlan hadRole
     """,
 )
@@ -102,6 +102,9 @@ CNNPROV = _Namespace(
     Series LearningRateSeries seriesOf seriesCount seriesFirstStep seriesLastStep
     seriesFirst seriesLast seriesMin seriesMax seriesPoints pointsJSON MetricSeries seriesMean
     LearningRateFinder trialCount suggestedLearningRate
+    SourceData DerivedData DataFile TransformPipeline TransformStep
+    itemCount derivation indexCount indicesSha256 fingerprint fingerprintMethod tensorShape fileCount
+    transformsOf pipelineAttribute stepCount stepIndex transformSettings
     """,
 )
 
