@@ -23,14 +23,44 @@ def level_node(run: NamedNode, position: int) -> NamedNode:
     return child(run, "dataset", str(position))
 
 
-def chain_records(run: NamedNode, chain: DataChain, written: set[int]) -> list[Triple]:
-    """The levels of ``chain`` not ``written`` yet (and adds them to it)."""
+def chain_records(
+    run: NamedNode, chain: DataChain, written: set[int], made_by: NamedNode | None = None
+) -> list[Triple]:
+    """The levels of ``chain`` not ``written`` yet (and adds them to it); ``made_by``: the DataModule's
+    setup they were made in, which generated them."""
     triples: list[Triple] = []
     for position, level in enumerate(chain.levels):
         if position not in written:
             written.add(position)
             triples += _level(run, position, level)
+            if made_by is not None:
+                triples.append((level_node(run, position), PROV.wasGeneratedBy, made_by))
     return triples
+
+
+def preparation(run: NamedNode, python_class: str, stage: str, prepares: bool) -> tuple[NamedNode, list[Triple]]:
+    """A LightningDataModule's ``setup`` for ``stage`` (and its ``prepare_data`` before, when the class
+    has one of its own) as activities of the run; the node of the setup. Lightning calls them before
+    any logger hook, so they carry no times: what they did is told by what they generated."""
+    setup = child(run, "data-setup", stage)
+    triples: list[Triple] = [
+        (setup, RDF.type, PROV.Activity),
+        (setup, RDF.type, CNNPROV.DataSetup),
+        (setup, RDFS.label, string_literal(f"{python_class.rsplit('.', 1)[-1]}.setup({stage!r})")),
+        (setup, CNNPROV.pythonClass, string_literal(python_class)),
+        (setup, CNNPROV.partOfRun, run),
+    ]
+    if prepares:
+        prepare = child(run, "data-preparation")
+        triples += [
+            (prepare, RDF.type, PROV.Activity),
+            (prepare, RDF.type, CNNPROV.DataPreparation),
+            (prepare, RDFS.label, string_literal(f"{python_class.rsplit('.', 1)[-1]}.prepare_data()")),
+            (prepare, CNNPROV.pythonClass, string_literal(python_class)),
+            (prepare, CNNPROV.partOfRun, run),
+            (setup, PROV.wasInformedBy, prepare),
+        ]
+    return setup, triples
 
 
 def data_lineage(run: NamedNode, role_node: NamedNode, top: int) -> list[Triple]:

@@ -58,6 +58,8 @@ class RunState:
     trainer_recorded: bool = False  # the run's training-loop settings (its first attempt's) are recorded
     data_chain: Any = None  # the DataChain of the datasets the run's loaders served (capture.data_lineage)
     data_written: set[int] = field(default_factory=set)  # positions of that chain already recorded
+    data_setup: NamedNode | None = None  # the DataModule setup that made the data recorded next
+    data_stages: set[str] = field(default_factory=set)  # the stages whose DataModule setup is recorded
     architecture: ArchitectureCapture = field(default_factory=ArchitectureCapture)  # described once per run
 
     def continue_from(self, recorded: RecordedRun, checkpoint: NamedNode | None) -> None:

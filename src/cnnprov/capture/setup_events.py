@@ -66,8 +66,17 @@ class SetupEvents:
                 stacklevel=2,
             )
             return
-        triples = data_records.chain_records(self.run, chain, state.data_written)
+        triples = data_records.chain_records(self.run, chain, state.data_written, state.data_setup)
         self._add_all(triples + data_records.data_lineage(self.run, records.data_node(self.run, role), top))
+
+    def log_data_preparation(self, python_class: str, stage: str, prepares: bool = True) -> None:
+        """A LightningDataModule of ``python_class`` ran ``setup(stage)`` (after ``prepare_data`` when
+        ``prepares``) before the stage: the data recorded next is what that setup made."""
+        setup, triples = data_records.preparation(self.run, python_class, stage, prepares)
+        if stage not in self._state.data_stages:
+            self._state.data_stages.add(stage)
+            self._add_all(triples)
+        self._state.data_setup = setup
 
     def log_trainer_settings(self, python_class: str, settings: Mapping[str, Any]) -> None:
         """Record how the training loop was configured (precision, clipping, limits…), once per run:

@@ -7,10 +7,11 @@ import math
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch import Callback, LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_warn
 
 from cnnprov.capture.data import describe_loader
+from cnnprov.capture.hyperparameters import class_path
 from cnnprov.capture.recorder import RunRecorder
 from cnnprov.errors import StoreWriteError
 
@@ -48,6 +49,7 @@ class ProvCallback(Callback):
         recorder = self._recorder()
         if recorder is None:
             return
+        _log_data_setup(recorder, trainer)
         _log_loaders(recorder, "train", [trainer.train_dataloader], [trainer.num_training_batches])
         _log_loaders(recorder, "validation", _as_list(trainer.val_dataloaders), trainer.num_val_batches)
         # Recorded now, not in log_graph: Lightning restores a checkpoint's optimizer and scheduler
@@ -66,6 +68,7 @@ class ProvCallback(Callback):
             return
         recorder.in_steps = False  # a validation inside a training epoch: its epoch-level values are no step's
         if not trainer.training and trainer.state.fn == "validate":
+            _log_data_setup(recorder, trainer)
             _log_loaders(recorder, "validation", _as_list(trainer.val_dataloaders), trainer.num_val_batches)
 
     # Which values are step-level: Lightning logs a step's values after its batch-end hooks and an
@@ -99,11 +102,13 @@ class ProvCallback(Callback):
     def on_test_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         recorder = self._recorder()
         if recorder is not None:
+            _log_data_setup(recorder, trainer)
             _log_loaders(recorder, "test", _as_list(trainer.test_dataloaders), trainer.num_test_batches)
 
     def on_predict_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         recorder = self._recorder()
         if recorder is not None:
+            _log_data_setup(recorder, trainer)
             _log_loaders(recorder, "predict", _as_list(trainer.predict_dataloaders), trainer.num_predict_batches)
 
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -203,6 +208,15 @@ def log_optimizers(recorder: RunRecorder, trainer: Trainer) -> None:
         recorder.log_scheduler(
             index, config.scheduler, optimizer_index, interval=config.interval, frequency=config.frequency
         )
+
+
+def _log_data_setup(recorder: RunRecorder, trainer: Trainer) -> None:
+    """The DataModule's setup (and prepare_data) ran for this stage: its data is recorded next."""
+    datamodule = getattr(trainer, "datamodule", None)
+    if datamodule is not None:
+        stage = trainer.state.fn.value if trainer.state.fn is not None else "fit"
+        prepares = type(datamodule).prepare_data is not LightningDataModule.prepare_data
+        recorder.log_data_preparation(class_path(datamodule), str(stage), prepares)
 
 
 def _log_loaders(recorder: RunRecorder, role: str, loaders: Iterable[Any], batch_counts: Any = ()) -> None:

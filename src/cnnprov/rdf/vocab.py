@@ -102,7 +102,7 @@ CNNPROV = _Namespace(
     Series LearningRateSeries seriesOf seriesCount seriesFirstStep seriesLastStep
     seriesFirst seriesLast seriesMin seriesMax seriesPoints pointsJSON MetricSeries seriesMean
     LearningRateFinder trialCount suggestedLearningRate
-    SourceData DerivedData DataFile TransformPipeline TransformStep
+    SourceData DerivedData DataFile TransformPipeline TransformStep DataSetup DataPreparation
     itemCount derivation indexCount indicesSha256 fingerprint fingerprintMethod tensorShape fileCount
     transformsOf pipelineAttribute stepCount stepIndex transformSettings
     """,
