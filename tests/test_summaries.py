@@ -351,3 +351,73 @@ def test_a_crashed_runs_summaries_are_rewritten_from_its_values_by_the_next_writ
     assert store.runs().to_dicts()[0]["status"] == "crashed"
     assert store.query("best-runs", metric="val_acc").to_dicts()[0]["best"] == 0.9  # what the values say
     assert recorded_summaries(store) == expected_summaries(store)
+
+
+def test_summaries_are_rewritten_at_an_epoch_start_at_most_once_a_while_and_always_at_a_stage_end(monkeypatch):
+    """Short epochs (a sweep of small models) would rewrite summaries as often as they write their own
+    records, at the same cost: an epoch start rewrites the measures' summaries only once
+    SUMMARY_INTERVAL_S has passed (the run's few epoch statistics every time)."""
+    from pyoxigraph import NamedNode
+
+    from cnnprov.capture import conversion
+    from cnnprov.capture.conversion import MetricConverter, MetricRow, SummariesDue
+    from cnnprov.storage.writer import Update
+
+    run, bundle = NamedNode("https://example.org/run"), NamedNode("https://example.org/bundle")
+    converter = MetricConverter(run, bundle, "https://example.org/")
+    converter(MetricRow({"val_loss": 0.5, "epoch": 0}, 0, 1.0, 0, False))
+    update = converter(SummariesDue((1, 0, 0.0, None)))  # an epoch start within the interval:
+    assert isinstance(update, Update) and "epochCount" in update.sparql  # its epoch statistics,
+    assert "val_loss" not in update.sparql  # the measures' summaries later
+    update = converter(SummariesDue((1, 1, 0.1, 0.1), now=True))  # a stage's end, a writer's close
+    assert isinstance(update, Update) and "val_loss" in update.sparql
+    converter(MetricRow({"val_loss": 0.25, "epoch": 1}, 1, 2.0, 1, False))
+    monkeypatch.setattr(conversion, "SUMMARY_INTERVAL_S", 0.0)  # epochs longer than the interval
+    update = converter(SummariesDue((2, 1, 0.1, 0.1)))
+    assert isinstance(update, Update) and "0.25" in update.sparql
+
+
+KILLED_BETWEEN_REWRITES = """
+import sys
+from cnnprov import RunRecorder
+recorder = RunRecorder({path!r}, name="killed", serve_reads=False)
+recorder.start()
+for epoch in range(4):  # epochs far shorter than SUMMARY_INTERVAL_S: their summaries wait
+    recorder.epoch_started(epoch)
+    for step in range(3):
+        loss = 1.0 / (1 + step + 3 * epoch)
+        recorder.log_metrics({{"loss": loss, "epoch": epoch}}, step=step + 3 * epoch, per_step=True)
+    recorder.log_metrics({{"val_loss": 1.0 - epoch / 10, "epoch": epoch}}, step=3 * epoch + 2)
+    recorder.epoch_ended(epoch)
+recorder.epoch_started(4)  # epochs 0-3 durable
+print("EPOCH-4-UNDERWAY", recorder.run_id, flush=True)
+sys.stdin.read()
+"""
+
+
+def test_a_run_killed_between_summary_rewrites_has_them_put_right_by_the_next_writer(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    from cnnprov.storage.local import wait_released
+
+    path = tmp_path / "provenance"
+    script = KILLED_BETWEEN_REWRITES.format(path=str(path))
+    process = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        line = process.stdout.readline()
+        assert line.startswith("EPOCH-4-UNDERWAY"), line
+        process.send_signal(signal.SIGKILL)
+    finally:
+        process.kill()
+        process.wait(timeout=60)
+    cnnprov.open_session(path, serve_reads=False).close(wait=True)  # the next writer to open the store
+    wait_released(path)
+    store = ProvStore(path)
+    recorded = recorded_summaries(store)
+    assert recorded == expected_summaries(store)
+    run_id = line.split()[1]
+    assert recorded[(run_id, "val_loss")]["count"] == 4 and recorded[(run_id, "loss")]["count"] == 12
+    statistics = assert_epoch_statistics_agree(store)
+    assert statistics[run_id]["ended"] == 4 and statistics[run_id]["started"] >= 4  # epoch 4's start may be stored

@@ -9,6 +9,7 @@ SPARQL Update on the writer thread, while training goes on.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator, Mapping
 from typing import Any, NamedTuple
 
@@ -59,10 +60,22 @@ class SeriesDue(NamedTuple):
 
 
 class SummariesDue(NamedTuple):
-    """Buffered at epoch starts and stage ends: the writer thread rewrites the run's epoch
-    statistics and the summaries of measures logged since."""
+    """Buffered at epoch starts, stage ends and a writer's close: the writer thread rewrites the
+    run's epoch statistics and, at most once per :data:`SUMMARY_INTERVAL_S` unless ``now`` (a
+    stage's end, a writer's close), the summaries of measures logged since."""
 
     epoch_statistics: tuple[int, int, float, float | None]
+    now: bool = False
+
+
+#: Measure summaries are rewritten at an epoch start only once this long (seconds) has passed since
+#: this writer's last rewrite of them: rewriting those of five measures deletes and inserts ~50
+#: quads, which cost the store as much as an epoch's own records (~2 ms here), so runs of short
+#: epochs (a sweep of small models, the stress benchmark) rewrite them a few times a run rather than
+#: every epoch. The run's epoch statistics (a few quads) are rewritten at every epoch start. Both
+#: are derived data: a stage's end and a writer's close rewrite them whatever the time, and those of
+#: a run killed in between are put right from its values by the next writer (``summary_repair``).
+SUMMARY_INTERVAL_S = 1.0
 
 
 class FileDigest(NamedTuple):
@@ -128,6 +141,7 @@ class MetricConverter:
         self._summaries: dict[str, RunningSummary] = {}
         self._changed_summaries: set[str] = set()
         self._stored_summaries: StoredSummaries | None = None  # what this writer's updates wrote last
+        self._summaries_at = time.monotonic()  # when this writer's summaries were last rewritten
         self._terms: MetricTerms | None = None
 
     # -- training thread, before items convert ---------------------------
@@ -139,6 +153,7 @@ class MetricConverter:
         """
         self.run, self.bundle = run, bundle
         self._stored_summaries = None
+        self._summaries_at = time.monotonic()
 
     def continue_run(self, values: int, series: int, summaries: Mapping[str, RunningSummary]) -> None:
         """Continue a stored run: ``values`` and ``series`` numbered already, each measure's summary so far."""
@@ -152,7 +167,7 @@ class MetricConverter:
         if isinstance(item, FileDigest):
             return item.quads()
         if isinstance(item, SummariesDue):
-            return self._summary_update(item.epoch_statistics)
+            return self._summary_update(item)
         if isinstance(item, SeriesDue):
             return self._series_quads(item)
         return self._metric_quads(item)
@@ -185,16 +200,22 @@ class MetricConverter:
             Quad(measure, RDFS.label, string_literal(name), graph),
         ]
 
-    def _summary_update(self, epoch_statistics: tuple[int, int, float, float | None]) -> Update | list[Quad]:
-        """One update for the run's epoch statistics and the summaries that changed."""
+    def _summary_update(self, due: SummariesDue) -> Update | list[Quad]:
+        """One update for the run's epoch statistics and the summaries that changed; those of
+        measures only if ``now`` or :data:`SUMMARY_INTERVAL_S` after this writer's last."""
         stored = self._stored_summaries
         if stored is None:  # the first update of this writer (see new_writer)
             stored = self._stored_summaries = StoredSummaries(self.run, self.bundle)
-        changed = self._changed_summaries
+        now = time.monotonic()
+        changed: set[str] | tuple[()] = self._changed_summaries
+        if due.now or now - self._summaries_at >= SUMMARY_INTERVAL_S:
+            self._summaries_at = now
+        else:
+            changed = ()  # the measures changed stay marked: the next rewrite takes them
         terms = self._metric_terms()
         measures = {name: terms.measure(name) for name in changed}
-        sparql = stored.update(self._summaries, measures, changed, epoch_statistics)
-        changed.clear()
+        sparql = stored.update(self._summaries, measures, changed, due.epoch_statistics)
+        self._changed_summaries.difference_update(changed)
         return Update(sparql) if sparql else []
 
     def _index(self, value: Any, what: str, step: Any, metrics: Mapping[str, Any]) -> int | None:

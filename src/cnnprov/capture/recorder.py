@@ -17,13 +17,14 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from pyoxigraph import NamedNode
 
 from cnnprov.capture import records
-from cnnprov.capture.conversion import MetricConverter, SeriesDue
+from cnnprov.capture.conversion import MetricConverter, SeriesDue, SummariesDue
 from cnnprov.capture.environment import RunEnvironment, current_environment
 from cnnprov.capture.files import file_sha256
 from cnnprov.capture.nodes import run_bundle_node, run_node
@@ -189,7 +190,10 @@ class RunRecorder(RunEvents):
                     recorded, checkpoint = self._recorded_run(session, resume_from, written_by)
                 target = self._target = session.target(self.run_id)
             self._writer = QuadWriter(
-                target, convert=self._converter, max_buffered=self._max_buffered, last_items=_open_series_due
+                target,
+                convert=self._converter,
+                max_buffered=self._max_buffered,
+                last_items=partial(_closing_items, self._state),
             )
             # A new writer: what the last one believed it wrote may not have reached the store (its
             # failed writes are dropped with it), so summaries are replaced whole once more.
@@ -339,7 +343,7 @@ class RunRecorder(RunEvents):
                 self._writer.append(Replace(node, CNNPROV.errorMessage, graph, (message,)))
         if state.latest_checkpoint is not None and state.checkpoints:  # not a checkpoint it only started from
             self._add(run, MLS.hasOutput, state.latest_checkpoint)
-        self._summaries_due()  # values of a test stage, or of an epoch cut short
+        self._summaries_due(now=True)  # values of a test stage, or of an epoch cut short
         self.flush()
         self._note_durable()
 
@@ -380,9 +384,10 @@ class RunRecorder(RunEvents):
             writer.wait_open()
 
 
-def _open_series_due() -> list[SeriesDue]:
-    """As a writer closes (at interpreter exit too): the step-level values of an epoch still open are stored."""
-    return [SeriesDue(None, True, time.time())]
+def _closing_items(state: RunState) -> list[SeriesDue | SummariesDue]:
+    """As a writer closes (at interpreter exit too): the step-level values of an epoch still open
+    are stored, and the run's summaries brought up to date."""
+    return [SeriesDue(None, True, time.time()), SummariesDue(state.epoch_statistics.snapshot(), now=True)]
 
 
 def _error_text(error: BaseException) -> str:

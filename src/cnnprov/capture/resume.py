@@ -95,17 +95,7 @@ def read_run(store: ReadStore, run: NamedNode, bundle: NamedNode) -> RecordedRun
         name=_one(store, run, RDFS.label, bundle),
         started_at=started.timestamp() if started is not None else None,
     )
-    for row in store.query(
-        f"""SELECT ?g ?run ?index (MIN(?start) AS ?first) (MAX(?duration) AS ?seconds) WHERE {{ GRAPH ?g {{
-              ?epoch <{CNNPROV_NS}partOfRun> ?run ; <{CNNPROV_NS}epochIndex> ?index ;
-                     <{PROV_NS}startedAtTime> ?start .
-              OPTIONAL {{ ?epoch <{CNNPROV_NS}durationSeconds> ?duration }} }} }} GROUP BY ?g ?run ?index""",
-        substitutions={Variable("g"): bundle, Variable("run"): run},
-    ):
-        index = python_value(row["index"])
-        record.epochs[index] = python_value(row["first"]).timestamp()
-        if row["seconds"] is not None:  # it ended
-            record.epoch_seconds[index] = python_value(row["seconds"])
+    record.epochs, record.epoch_seconds = read_epochs(store, run, bundle)
     # the prefixes the run's own IRIs have (child() mints in the shape of the run's IRI)
     record.values = _highest(store, bundle, MLS.ModelEvaluation, _prefix(run, "value"))
     record.series = _highest(store, bundle, CNNPROV.MetricSeries, _prefix(run, "series"))
@@ -123,6 +113,25 @@ def read_run(store: ReadStore, run: NamedNode, bundle: NamedNode) -> RecordedRun
     _read_learning_rates(store, record)
     record.summaries = fold_values(store, run, bundle)
     return record
+
+
+def read_epochs(store: ReadStore, run: NamedNode, bundle: NamedNode) -> tuple[dict[int, float], dict[int, float]]:
+    """The stored epochs of ``run``: each index's first start (POSIX seconds), and the durations of
+    those that ended."""
+    starts: dict[int, float] = {}
+    seconds: dict[int, float] = {}
+    for row in store.query(
+        f"""SELECT ?g ?run ?index (MIN(?start) AS ?first) (MAX(?duration) AS ?seconds) WHERE {{ GRAPH ?g {{
+              ?epoch <{CNNPROV_NS}partOfRun> ?run ; <{CNNPROV_NS}epochIndex> ?index ;
+                     <{PROV_NS}startedAtTime> ?start .
+              OPTIONAL {{ ?epoch <{CNNPROV_NS}durationSeconds> ?duration }} }} }} GROUP BY ?g ?run ?index""",
+        substitutions={Variable("g"): bundle, Variable("run"): run},
+    ):
+        index = python_value(row["index"])
+        starts[index] = python_value(row["first"]).timestamp()
+        if row["seconds"] is not None:  # it ended
+            seconds[index] = python_value(row["seconds"])
+    return starts, seconds
 
 
 def fold_values(store: ReadStore, run: NamedNode, bundle: NamedNode) -> dict[str, RunningSummary]:

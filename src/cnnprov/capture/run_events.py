@@ -159,8 +159,9 @@ class RunEvents(SetupEvents):
         durable, and a new run's store may still be opening: then this returns at once, unless
         opening failed or another live process holds the store (the error is raised here, before
         any step trains). The run's summaries (its epoch counts and times, each measure's values
-        so far) are rewritten from here, on the writer thread while the epoch trains, and at
-        :meth:`finish`.
+        so far) are rewritten from here, on the writer thread while the epoch trains, if a while
+        has passed since they last were (short epochs would rewrite them as often as they write
+        their own records), and at :meth:`finish` and the writer's close whatever the time.
         """
         state = self._state
         self._write_learning_rates()  # changes of an epoch that never ended are its own, not this one's
@@ -192,8 +193,9 @@ class RunEvents(SetupEvents):
         state.epochs[index] = when
         self._add_all(records.epoch_start(self.run, index, when, index - 1 in state.epochs))
         state.epoch_statistics.started = len(state.epochs)
-        # Summaries (of the epoch that ended, and this one's start) are rewritten now, while the
-        # epoch trains: they are derived data, and their update (~1.5 ms) stays out of the wait above.
+        # Summaries (of the epochs that ended, and this one's start) are rewritten now, while the
+        # epoch trains, unless they were a moment ago: they are derived data, and their update
+        # (~1.5 ms) stays out of the wait above.
         self._summaries_due()
         self.flush(wait=False)
 
@@ -226,9 +228,11 @@ class RunEvents(SetupEvents):
         if self._writer is not None:
             self._writer.append(SeriesDue(epoch, every, when or time.time()))
 
-    def _summaries_due(self) -> None:
+    def _summaries_due(self, now: bool = False) -> None:
+        """The run's summaries are to be rewritten: ``now``, or if a while has passed since the last
+        rewrite (:data:`~cnnprov.capture.conversion.SUMMARY_INTERVAL_S`)."""
         if self._writer is not None:
-            self._writer.append(SummariesDue(self._state.epoch_statistics.snapshot()))
+            self._writer.append(SummariesDue(self._state.epoch_statistics.snapshot(), now))
 
     def stage_ended(self) -> None:
         """Training stopped: later metrics (test, validate) belong to the run, not an epoch."""

@@ -5,7 +5,8 @@ the best val_acc" should not have to read them all. So each run's graph carries,
 per measure (``cnnprov:ofMeasure``), one ``cnnprov:MetricSummary`` node (count, lowest, highest, last,
 and their epochs), kept on the writer thread as values are converted and
 brought up to date (one SPARQL Update, one transaction, touching only the quads
-that changed) at every epoch start and stage end.
+that changed) at an epoch start once a while has passed since the last update
+(``conversion.SUMMARY_INTERVAL_S``), and at every stage end and writer close.
 Likewise the run itself carries its epoch counts and times, for listings of runs.
 """
 
@@ -108,7 +109,7 @@ class StoredSummaries:
         run, graph = self.run, self.graph
         statistics = epoch_statistics_quads(run, graph, epoch_statistics)
         parts: list[tuple[str | None, list[Quad], list[Pattern]]] = [
-            (None, statistics, [Pattern(run, prop, None, graph) for prop in _EPOCH_PROPS])
+            (None, statistics, [Pattern(run, prop, None, graph) for prop in EPOCH_PROPERTIES])
         ]
         for name in sorted(names):
             node = summary_node(run, name)
@@ -159,7 +160,10 @@ class EpochStatistics:
         return self.started, len(self.seconds), self.total, self.slowest
 
 
-_EPOCH_PROPS = (CNNPROV.epochCount, CNNPROV.completedEpochCount, CNNPROV.epochSecondsTotal, CNNPROV.slowestEpochSeconds)
+#: The run's epoch statistics (see :class:`EpochStatistics`).
+EPOCH_PROPERTIES = (
+    CNNPROV.epochCount, CNNPROV.completedEpochCount, CNNPROV.epochSecondsTotal, CNNPROV.slowestEpochSeconds
+)
 
 
 def epoch_statistics_quads(
