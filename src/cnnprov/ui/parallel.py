@@ -40,11 +40,13 @@ def parallel_coordinates(table: RunsTable) -> dict[str, Any]:
     dimensions = [_axis(table, name) for name in table.varying]
     best = [number(row.best) for row in table.rows]
     dimensions.append({"label": f"best {table.metric}", "values": best})
+    # JSON has no NaN: a run without a value is coloured as the lowest
+    lowest = min((value for value in best if value is not None), default=0.0)
     trace = {
         "type": "parcoords",
         "dimensions": dimensions,
         "line": {
-            "color": [value if value is not None else float("nan") for value in best],
+            "color": [value if value is not None else lowest for value in best],
             "colorscale": "Viridis",
             "showscale": True,
         },
