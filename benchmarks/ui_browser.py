@@ -35,7 +35,11 @@ from cnnprov.ui.server import Dashboard
 from _common import machine, table, write_json
 
 #: what each page waits for before it counts as drawn
-PAGES = {"runs table": ("/", ["page"]), "across runs": ("/explore", ["parallel", "scatter"])}
+PAGES = {
+    "runs table": ("/", ["page"]),
+    "runs table, filtered": ("/?where=val_acc+%3E+0.5+and+lr+%3C+0.1", ["page"]),
+    "across runs": ("/explore", ["parallel", "scatter"]),
+}
 
 
 def build_store(path: Path, runs: int, epochs: int, steps: int) -> None:

@@ -113,7 +113,7 @@ def test_bytes_per_value_pairs_stores_that_differ_only_in_steps(tmp_path):
 def test_ui_browser_times_the_runs_table_and_the_charts_in_chromium(tmp_path):
     _stdout, payload = run_smoke("ui_browser", tmp_path)
     assert payload["runs"] == 3
-    assert set(payload["pages"]) == {"runs table", "across runs"}
+    assert set(payload["pages"]) == {"runs table", "runs table, filtered", "across runs"}
     for timings in payload["pages"].values():
         assert 0 < timings["server_ms"] <= timings["all_drawn_ms"] <= timings["worst_all_drawn_ms"]
     assert payload["pages"]["across runs"]["parallel_drawn_ms"] > 0
