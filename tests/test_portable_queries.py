@@ -39,6 +39,8 @@ def parameter_sets(store) -> list[tuple[str, dict]]:
         ("learning-curves", {"metric": "train_loss_step"}),
         ("lineage", {"checkpoint": checkpoint}),
         ("checkpoints", {"run": first}),
+        ("system-usage", {}),
+        ("system-usage", {"run": second}),
         ("metric-lineage", {"run": first, "metric": "val_acc"}),
         ("best-run-preprocessing", {}),
         ("best-run-preprocessing", {"metric": "val_loss", "order": "min"}),

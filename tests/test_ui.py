@@ -184,6 +184,8 @@ def test_the_compare_view_shows_exactly_the_settings_that_differ(browser, dashbo
         what="the side-by-side curves",
     )
     assert len(charts) == 2
+    used = browser.find_elements("css selector", "#resources tbody tr")
+    assert [row.find_elements("tag name", "td")[1].text for row in used] == ["2", "2"]  # epochs with their use
     kept = browser.find_elements("css selector", "#kept tbody tr")
     assert len(kept) == 2 and all(len(row.find_elements("class name", "hash")[0].text) == 64 for row in kept)
     screenshot_is_not_blank(browser, shots / "compare.png")

@@ -26,6 +26,7 @@ from cnnprov.capture.nodes import (  # noqa: F401 - re-exported: records and the
     setting_node,
     user_association_node,
 )
+from cnnprov.capture.resource_use import ResourceUse
 from cnnprov.rdf import prov_forms
 from cnnprov.rdf.prov_forms import Triple
 from cnnprov.rdf.vocab import (
@@ -325,4 +326,23 @@ def checkpoint(
     triples.append((node, PROV.wasGeneratedBy, generator))
     if previous is not None:
         triples.append((node, PROV.wasDerivedFrom, previous))
+    return triples
+
+
+def resource_use(epoch: NamedNode, usage: ResourceUse) -> list[Triple]:
+    """What an epoch used of the machine, as its attributes."""
+    triples: list[Triple] = [
+        (epoch, CNNPROV.cpuSeconds, double_literal(usage.cpu_seconds)),
+        (epoch, CNNPROV.peakRssBytes, integer_literal(usage.peak_rss_bytes)),
+        (epoch, CNNPROV.timedSteps, integer_literal(usage.steps)),
+    ]
+    for prop, value in (
+        (CNNPROV.stepSecondsMean, usage.step_mean_seconds),
+        (CNNPROV.stepSecondsP95, usage.step_p95_seconds),
+        (CNNPROV.gpuUtilizationPercent, usage.gpu_utilization_percent),
+    ):
+        if value is not None:
+            triples.append((epoch, prop, double_literal(value)))
+    if usage.gpu_peak_allocated_bytes is not None:
+        triples.append((epoch, CNNPROV.gpuPeakAllocatedBytes, integer_literal(usage.gpu_peak_allocated_bytes)))
     return triples

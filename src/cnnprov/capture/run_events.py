@@ -46,6 +46,19 @@ class RunEvents(SetupEvents):
     the store: :meth:`flush` and :meth:`_check_opening`.
     """
 
+    #: Record what each epoch used of the machine (CPU time, peak memory, time per step; see
+    #: :mod:`cnnprov.capture.resource_use`). ``ProvLogger(resource_use=False)`` turns it off.
+    resource_use: bool = True
+
+    def step_started(self) -> None:
+        """A training step begins: its time goes into the epoch's resource use."""
+        self._state.meter.step_started()
+
+    def step_ended(self) -> None:
+        """The training step ended."""
+        self._state.meter.step_ended()
+
+
     run: NamedNode
     bundle: NamedNode
     run_id: str
@@ -185,6 +198,8 @@ class RunEvents(SetupEvents):
         state = self._state
         state.ended_epochs.discard(index)
         state.current_epoch = index
+        if self.resource_use:
+            state.meter.start()
         if index in state.epochs:
             # Recorded already: a resumed attempt re-enters it. It stays one activity with its first start.
             state.reopened_epochs.add(index)
@@ -213,6 +228,9 @@ class RunEvents(SetupEvents):
         self._write_learning_rates(when)
         self._series_due(index, when=when)
         end = records.epoch_end(records.epoch_node(self.run, index), started, when)
+        usage = state.meter.finish() if self.resource_use else None
+        if usage is not None:
+            end += records.resource_use(records.epoch_node(self.run, index), usage)
         if index in state.reopened_epochs and self._writer is not None:  # it may have ended once already
             for subject, predicate, obj in end:
                 self._writer.append(Replace(subject, predicate, self.bundle, (obj,)))

@@ -15,6 +15,7 @@ from typing import Any
 from pyoxigraph import NamedNode
 
 from cnnprov.capture.architecture_capture import ArchitectureCapture
+from cnnprov.capture.resource_use import ResourceMeter
 from cnnprov.capture.resume import RecordedRun
 from cnnprov.capture.series import PointSeries
 from cnnprov.capture.summaries import EpochStatistics
@@ -56,6 +57,7 @@ class RunState:
     outside_training: bool = False  # the caller's stage trains no epochs (validate, test)
     in_steps: bool = False  # values logged now are step-level (the loop is in an epoch's batches)
     trainer_recorded: bool = False  # the run's training-loop settings (its first attempt's) are recorded
+    meter: ResourceMeter = field(default_factory=ResourceMeter)  # what the epoch in progress uses
     data_chain: Any = None  # the DataChain of the datasets the run's loaders served (capture.data_lineage)
     data_written: set[int] = field(default_factory=set)  # positions of that chain already recorded
     data_setup: NamedNode | None = None  # the DataModule setup that made the data recorded next

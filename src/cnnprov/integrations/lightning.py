@@ -85,6 +85,8 @@ class ProvLogger(Logger):
         step_values: values logged at steps (``self.log(..., on_step=True)``) as ``"series"``, one
             ``cnnprov:MetricSeries`` per epoch and measure written as the epoch ends (~40 bytes a
             value), or as ``"entities"``, one PROV entity each like epoch-level values (~4 KB a value).
+        resource_use: record what each epoch used (CPU time, peak memory, time per step, a GPU's
+            memory and load) as its attributes (the ``system-usage`` question); ``False`` turns it off.
 
     Example::
 
@@ -108,8 +110,10 @@ class ProvLogger(Logger):
         base: str = DEFAULT_BASE,
         serve_reads: bool = True,
         step_values: str = "series",
+        resource_use: bool = True,
     ) -> None:
         super().__init__()
+        self._resource_use = resource_use
         self._store = store
         self._serve_reads = serve_reads
         self._step_values = checked_step_values(step_values)  # refused here, before a Trainer runs
@@ -187,6 +191,7 @@ class ProvLogger(Logger):
                     serve_reads=self._serve_reads,
                     step_values=self._step_values,
                 )
+                self._recorder.resource_use = self._resource_use
         return self._recorder
 
     def _started(self, resume_from: Any = None) -> RunRecorder:
@@ -360,14 +365,9 @@ class ProvLogger(Logger):
     # -- pickling (ddp_spawn, multiprocessing, deep copies) ----------------------
     def __getstate__(self) -> dict:
         self._usage.used = True  # copied to be used elsewhere (a spawned rank, a deep copy)
-        state = self.__dict__.copy()
-        state["_recorder"] = None
-        state["_borrowed"] = False
-        state["_trainer_ref"] = None
-        state["_callback"] = None
-        state["_checkpoint_io"] = None
-        state["_environment"] = None  # read again in the process that records
-        return state
+        state = self.__dict__.copy()  # (the environment is read again in the process that records)
+        none = dict.fromkeys(("_recorder", "_trainer_ref", "_callback", "_checkpoint_io", "_environment"))
+        return {**state, **none, "_borrowed": False}
 
 
 #: Recorders of the runs this process records, by run id: a copy of a logger records through its original's.

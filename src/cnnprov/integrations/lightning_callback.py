@@ -131,6 +131,9 @@ class ProvCallback(Callback):
         if self._epoch != trainer.current_epoch:
             # resumed from a mid-epoch checkpoint: Lightning goes on without on_train_epoch_start
             self._enter_epoch(trainer)
+        recorder = self._recorder()
+        if recorder is not None:
+            recorder.step_started()
         self._steps(True)
         io = self.logger._checkpoint_io
         if io is not None and io.saved:  # trainer.save_checkpoint(path) in the last step
@@ -145,6 +148,9 @@ class ProvCallback(Callback):
     def on_train_batch_end(
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
+        recorder = self._recorder()
+        if recorder is not None:
+            recorder.step_ended()
         if self._tracing:  # the first step of the fit: its trace is the architecture's record
             self._tracing = False
             recorder = self._recorder()

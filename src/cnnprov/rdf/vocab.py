@@ -105,6 +105,7 @@ CNNPROV = _Namespace(
     SourceData DerivedData DataFile TransformPipeline TransformStep DataSetup DataPreparation
     itemCount derivation indexCount indicesSha256 fingerprint fingerprintMethod tensorShape fileCount
     transformsOf pipelineAttribute stepCount stepIndex transformSettings
+    cpuSeconds peakRssBytes timedSteps stepSecondsMean stepSecondsP95 gpuPeakAllocatedBytes gpuUtilizationPercent
     """,
 )
 

@@ -140,6 +140,7 @@ def create_app(location: StoreLocation) -> Starlette:
             "layers": reader.query("layers", run=run),
             "learning-rate adaptations": reader.query("lr-adaptations", run=run),
             "checkpoints": reader.query("checkpoints", run=run),
+            "resource use by epoch": reader.query("system-usage", run=run),
         }
         return page(request, "run.html", run=info, sections=sections, downloads=DOWNLOADS)
 

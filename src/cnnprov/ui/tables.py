@@ -132,6 +132,8 @@ class Comparison:
     names: list[str]
     rows: list[tuple[str, str, list[Any]]]
     checkpoints: dict[str, dict[str, Any] | None]
+    #: per run: what its epochs used (system-usage), summed or at their worst
+    resources: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def compare(store: ProvStore, runs: list[str]) -> Comparison:
@@ -153,9 +155,29 @@ def compare(store: ProvStore, runs: list[str]) -> Comparison:
     for (component, setting), cell in sorted(values.items()):
         first = cell.get(base)
         rows.append((component, setting, [cell.get(run, first) for run in ids]))
-    return Comparison(
-        ids, [names.get(run, run[:8]) for run in ids], rows, {run: kept_checkpoint(store, run) for run in ids}
-    )
+    resources = {run: resource_summary(store, run) for run in ids}
+    checkpoints = {run: kept_checkpoint(store, run) for run in ids}
+    return Comparison(ids, [names.get(run, run[:8]) for run in ids], rows, checkpoints, resources)
+
+
+def resource_summary(store: ProvStore, run: str) -> dict[str, Any]:
+    """What a run's epochs used: CPU seconds in all, the mean step time, the slowest epoch's 95th
+    percentile step time, and the peak memory (the ``system-usage`` question's rows, folded)."""
+    rows = store.query("system-usage", run=run).to_dicts()
+
+    def values(key: str) -> list[float]:
+        return [row[key] for row in rows if isinstance(row[key], (int, float))]
+
+    steps = sum(values("steps"))
+    weighted = sum(row["step_mean_ms"] * row["steps"] for row in rows if row["step_mean_ms"] is not None)
+    return {
+        "epochs": len(rows),
+        "cpu_s": sum(values("cpu_s")) if rows else None,
+        "step_mean_ms": weighted / steps if steps else None,
+        "step_p95_ms": max(values("step_p95_ms"), default=None),
+        "peak_rss_mib": max(values("peak_rss_mib"), default=None),
+        "gpu_peak_mib": max(values("gpu_peak_mib"), default=None),
+    }
 
 
 def kept_checkpoint(store: ProvStore, run: str) -> dict[str, Any] | None:
