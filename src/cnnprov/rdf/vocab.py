@@ -102,6 +102,10 @@ CNNPROV = _Namespace(
     Series LearningRateSeries seriesOf seriesCount seriesFirstStep seriesLastStep
     seriesFirst seriesLast seriesMin seriesMax seriesPoints pointsJSON MetricSeries seriesMean
     LearningRateFinder trialCount suggestedLearningRate
+    ExecutionEnvironment InstalledPackages SourceDiff GPU
+    commandLine workingDirectory gitDirty gitRepositoryPath untrackedFileCount diffText diffSizeBytes
+    installedPackage packageCount operatingSystem cpuModel cpuCount availableCpuCount memoryBytes
+    cudaVersion cudnnVersion gpuCount hasGpu deviceIndex gpuDriverVersion environmentVariable
     """,
 )
 
