@@ -50,9 +50,9 @@ RECORDED_VARIABLES = (
     "PYTORCH_ENABLE_MPS_FALLBACK",
 )
 
-#: Options on a command line whose value is a secret: recorded as ``--api-key=<redacted>``.
+#: Options on a command line whose value is a secret: recorded as ``--api-key=REDACTED``.
 _SECRET_OPTION = re.compile(r"^--?[\w.-]*(password|passwd|secret|token|api[-_]?key|credential)[\w.-]*$", re.I)
-REDACTED = "<redacted>"
+REDACTED = "REDACTED"
 
 
 @dataclass(frozen=True)
