@@ -100,8 +100,10 @@ def test_git_commit_of_the_working_directory_is_recorded(tmp_path, store_path, m
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True).stdout.strip()
     monkeypatch.chdir(repo)
     train(store_path, tmp_path, max_epochs=1)
-    (row,) = ask(ProvStore(store_path), "SELECT ?commit WHERE { ?run cnnprov:gitCommit ?commit }")
-    assert row["commit"] == head
+    # the run's, and its attempt's (each attempt records the tree its process ran from)
+    rows = ask(ProvStore(store_path), "SELECT ?kind ?commit WHERE { ?node a ?kind ; cnnprov:gitCommit ?commit "
+                 "FILTER(?kind IN (cnnprov:TrainingRun, cnnprov:Attempt)) }")
+    assert {(row["kind"].rsplit("#")[-1], row["commit"]) for row in rows} == {("TrainingRun", head), ("Attempt", head)}
 
 
 def test_hyperparameters_are_typed_values(recorded):

@@ -446,10 +446,12 @@ def test_query_list_names_each_bundled_query_and_its_question():
 @pytest.mark.parametrize(
     "args",
     [("runs",), ("runs", "--where", "val_acc > 0.1 and dropout < 0.3"), ("query", "best-runs"),
-     ("export", "--format", "nquads")],
-    ids=["runs", "runs-where", "query", "export"],
+     ("export", "--format", "nquads"), ("reproduce", "{run}"), ("reproduce", "{run}", "--format", "json")],
+    ids=["runs", "runs-where", "query", "export", "reproduce", "reproduce-json"],
 )
 def test_reading_commands_do_not_import_torch_or_lightning(sweep_store, args):
+    run = sweep_store.runs().column("run_id")[0]
+    args = tuple(run if arg == "{run}" else arg for arg in args)
     result = cli(*args, "--store", sweep_store.path, command=[sys.executable, "-X", "importtime", "-m", "cnnprov.cli"])
     assert result.returncode == 0, result.stderr
     imported = [

@@ -54,6 +54,7 @@ def parameter_sets(store) -> list[tuple[str, dict]]:
         ("run-environment", {"run": second}),
         ("compare-runs", {"run_a": first, "run_b": second}),
         ("compare-runs", {"run_a": first, "run_b": first}),
+        ("package-differences", {"run_a": first, "run_b": second}),
         ("lr-adaptations", {}),
         ("lr-adaptations", {"run": first, "metric": "val_acc"}),
         ("study-trials", {}),
@@ -62,11 +63,13 @@ def parameter_sets(store) -> list[tuple[str, dict]]:
 
 
 #: Queries whose answer over the sweep is empty by nature: no run changed its rate, all runs ended,
-#: no study, identical runs differ in nothing, a metric nobody logged, no run overfitted.
+#: no study, identical runs differ in nothing, a metric nobody logged, no run overfitted, runs of one
+#: process have the same packages (tests/test_environment.py compares runs whose packages differ).
 EMPTY = {
     ("lr-adaptations", 0), ("lr-adaptations", 1), ("unfinished-runs", 0), ("study-trials", 0), ("best-trial", 0),
     ("compare-runs", 1), ("best-runs", 2), ("overfitting", 0),
     ("best-run-preprocessing", 0), ("best-run-preprocessing", 1),  # the digits are not transformed
+    ("package-differences", 0),
 }
 
 

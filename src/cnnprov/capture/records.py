@@ -16,6 +16,7 @@ from typing import Any
 from pyoxigraph import NamedNode, Quad
 
 from cnnprov.capture.environment import RunEnvironment
+from cnnprov.capture.environment_records import attempt_environment
 from cnnprov.capture.hyperparameters import scalar
 from cnnprov.capture.nodes import (  # noqa: F401 - re-exported: records and their IRIs go together
     attempt_node,
@@ -112,7 +113,10 @@ def attempt(
     run: NamedNode, index: int, started: float, status: str, env: RunEnvironment,
     previous: NamedNode | None = None, checkpoint: NamedNode | None = None,
 ) -> list[Triple]:
-    """The ``index``-th attempt at the run: informed by the previous one, using the checkpoint it resumed."""
+    """The ``index``-th attempt at the run: informed by the previous one, using the checkpoint it resumed.
+
+    With where and how its process ran (:mod:`cnnprov.capture.environment_records`).
+    """
     node = attempt_node(run, index)
     triples: list[Triple] = [
         (node, RDF.type, PROV.Activity),
@@ -128,7 +132,7 @@ def attempt(
         triples.append((node, PROV.wasInformedBy, previous))
     if checkpoint is not None:
         triples.append((node, PROV.used, checkpoint))
-    return triples
+    return triples + attempt_environment(node, env)  # each attempt is a process: where and how it ran
 
 
 def plan(run: NamedNode, base: str, python_class: str) -> list[Triple]:

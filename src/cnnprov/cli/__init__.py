@@ -41,6 +41,7 @@ examples:
   cnnprov export --format turtle --run 3f2a > run.ttl
   cnnprov export -f svg --run 3f2a -o run.svg       a picture of one run's provenance
   cnnprov validate                                  check every run against the SHACL shapes
+  cnnprov reproduce 3f2a                            what it takes to rerun a run: command, commit, packages, data
   cnnprov plot learning-curves --metric val_loss -o curves.png
   cnnprov runs --store http://127.0.0.1:7878        runs logged to a SPARQL endpoint (an Oxigraph server)
   cnnprov push --store http://127.0.0.1:7878 cnnprov-spool/*.ru    send what the endpoint missed
@@ -172,6 +173,38 @@ def build_parser() -> argparse.ArgumentParser:
         "--quiet", "-q", action="store_true", help="print only the runs that break a rule, and the summary"
     )
     validate.set_defaults(handler=run_command.validate)
+
+    reproduce = commands.add_parser(
+        "reproduce",
+        help="what it takes to rerun a run: command line, commit and diff, packages, settings, data",
+        description=(
+            "Print what a run was started with and what it ran on, as its latest attempt recorded it: the "
+            "command line and working directory, the git commit and whether the tree differed from it (the "
+            "diff's SHA-256 and how to get the diff), the environment variables that change results, the "
+            "machine, the packages that differ between the run and the environment this command runs in "
+            "(installed now at another version, or on one side only), the settings (hyperparameters, optimizer "
+            "and scheduler) and the data (class, size, batches per role), then shell lines that set it up again. "
+            "Run it with the interpreter you would train with: its packages are the ones compared."
+        ),
+        epilog=(
+            "examples:\n"
+            "  cnnprov reproduce 3f2a                       the plan, for people\n"
+            "  cnnprov reproduce 3f2a --format json         the same, for programs\n"
+            "  cnnprov reproduce 3f2a --diff > run.patch    the recorded diff (at most 64 KiB), for git apply\n"
+            "  cnnprov query package-differences --param run_a=3f2a --param run_b=9c01    two runs' packages"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    reproduce.add_argument("run", help="the run's id, or the start of it (`cnnprov runs` lists them)")
+    reproduce.add_argument(
+        "--format", "-f", default="text", choices=("text", "json"), help="text for people, json for programs"
+    )
+    reproduce.add_argument(
+        "--diff", action="store_true",
+        help="print only the recorded diff from the run's commit to its tree (apply it with git apply)",
+    )
+    _add_store(reproduce)
+    reproduce.set_defaults(handler=run_command.reproduce)
 
     plot = commands.add_parser(
         "plot",

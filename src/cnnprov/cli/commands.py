@@ -85,6 +85,22 @@ def export(args: argparse.Namespace) -> int:
     return 0
 
 
+def reproduce(args: argparse.Namespace) -> int:
+    import platform
+
+    from cnnprov.analysis.provstore import ProvStore
+    from cnnprov.analysis.reproduce import diff_text, reproduction, reproduction_json, reproduction_text
+    from cnnprov.capture.host_facts import installed_packages  # the standard library's metadata: no torch
+
+    store = ProvStore(args.store)
+    if args.diff:
+        sys.stdout.write(diff_text(store, args.run))
+        return 0
+    plan = reproduction(store, args.run, installed_packages(), platform.python_version())
+    sys.stdout.write(reproduction_json(plan) if args.format == "json" else reproduction_text(plan))
+    return 0
+
+
 def plot(args: argparse.Namespace) -> int:
     from cnnprov.analysis import plots
     from cnnprov.analysis.provstore import ProvStore, QueryError

@@ -20,7 +20,7 @@ from lightning.fabric.utilities.rank_zero import rank_zero_only, rank_zero_warn
 from lightning.fabric.wrappers import is_wrapped
 
 from cnnprov.capture.data import describe_loader
-from cnnprov.capture.environment import current_environment
+from cnnprov.capture.environment import current_environment, prefetch_environment
 from cnnprov.capture.hyperparameters import class_path
 from cnnprov.capture.recorder import FAILED, SUCCESS, RunRecorder
 from cnnprov.errors import StoreWriteError
@@ -89,6 +89,8 @@ class ProvFabricLogger(Logger):
         self._optimizers: list[torch.optim.Optimizer] = []
         self._epoch: int | None = None
         self._step: int | None = None
+        # git, the installed packages and the machine are read in the background, not when the run starts
+        self._environment = prefetch_environment(frameworks=("lightning",))
 
     @property
     def name(self) -> str:
@@ -120,7 +122,7 @@ class ProvFabricLogger(Logger):
                 self._store, name=self._run_name, run_id=self._run_id, base=self._base, serve_reads=self._serve_reads
             )
         if not self._recorder.started:
-            environment = current_environment(frameworks=("lightning",))  # Fabric is part of it
+            environment = current_environment(self._environment, frameworks=("lightning",))  # Fabric is part of it
             self._recorder.start(environment, new_run=self._recorder.started_at is None)
         return self._recorder
 

@@ -106,6 +106,10 @@ CNNPROV = _Namespace(
     itemCount derivation indexCount indicesSha256 fingerprint fingerprintMethod tensorShape fileCount
     transformsOf pipelineAttribute stepCount stepIndex transformSettings
     cpuSeconds peakRssBytes timedSteps stepSecondsMean stepSecondsP95 gpuPeakAllocatedBytes gpuUtilizationPercent
+    ExecutionEnvironment InstalledPackages SourceDiff GPU
+    commandLine workingDirectory gitDirty gitRepositoryPath untrackedFileCount diffText diffSizeBytes
+    installedPackage packageCount operatingSystem cpuModel cpuCount availableCpuCount memoryBytes
+    cudaVersion cudnnVersion gpuCount hasGpu deviceIndex gpuDriverVersion environmentVariable
     """,
 )
 
