@@ -220,11 +220,15 @@ def test_reproduce_as_json_compares_the_run_with_the_packages_installed_now(two_
     assert {"source": "run", "name": "dropout", "value": 0.25} in plan["settings"]  # DigitsCNN's default
     assert {row["role"] for row in plan["data"]} == {"train", "validation"}
     assert all(row["dataset_class"] == "torch.utils.data.dataset.TensorDataset" for row in plan["data"])
-    assert plan["data_fingerprints"] is None
+    fingerprints = {row["role"]: row["fingerprint"] for row in plan["data_fingerprints"]}
+    assert set(fingerprints) == {"train", "validation"} and all(len(f) == 64 for f in fingerprints.values())
+    assert fingerprints["train"] != fingerprints["validation"]  # tensors in memory: no files
+    assert {row["file"] for row in plan["data_fingerprints"]} == {None}
     assert "pip install cnnprov-probe-pkg==1.2.3" in plan["steps"]
     assert plan["steps"][-1].startswith("OMP_NUM_THREADS=3 ")
     again = json.loads(cli("reproduce", two_runs.a, "--format", "json", "--store", two_runs.store.path).stdout)
     assert again["packages"]["differences"] == []  # the first run had what this process has
+    assert {row["role"]: row["fingerprint"] for row in again["data_fingerprints"]} == fingerprints  # the same data
 
 
 def test_reproduce_as_text_and_the_diff_it_points_to(two_runs):
@@ -235,7 +239,7 @@ def test_reproduce_as_text_and_the_diff_it_points_to(two_runs):
     assert f"sha256 {hashlib.sha256(two_runs.diff).hexdigest()}" in text
     (line,) = [line for line in text.splitlines() if "cnnprov-probe-pkg" in line and "pip install" not in line]
     assert line.split() == ["cnnprov-probe-pkg", "1.2.3", "-", "not", "installed", "now"]
-    assert "OMP_NUM_THREADS=3" in text and "data fingerprints:" in text and "to set it up again:" in text
+    assert "OMP_NUM_THREADS=3" in text and "data fingerprints (" in text and "to set it up again:" in text
     patch = cli("reproduce", two_runs.b, "--diff", "--store", two_runs.store.path, text=False)
     assert patch.returncode == 0 and patch.stdout == two_runs.diff
     # the patch applies to the commit it was taken from

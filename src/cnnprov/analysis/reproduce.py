@@ -116,8 +116,26 @@ _MACHINE_KEYS = {
     "memoryBytes": "memory_bytes", "cudaVersion": "cuda", "cudnnVersion": "cudnn", "gpuCount": "gpu_count",
 }
 
-#: Where a data fingerprint goes once runs record them (issue 17, data lineage).
-FINGERPRINTS_NOTE = "not recorded by this version of cnnprov: classes and sizes above are what identifies the data"
+#: The sources of each role's data, with their content's fingerprints and the files they read.
+_FINGERPRINTS = """
+PREFIX prov: <http://www.w3.org/ns/prov#>
+PREFIX cnnprov: <https://w3id.org/cnnprov/ns#>
+SELECT DISTINCT ?role ?source_class ?fingerprint ?method ?file ?file_fingerprint WHERE {
+  ?run_node cnnprov:runId ?run ;
+            prov:used ?data .
+  ?data cnnprov:dataRole ?role ;
+        prov:specializationOf/prov:wasDerivedFrom* ?source .
+  ?source a cnnprov:SourceData ;
+          cnnprov:pythonClass ?source_class .
+  OPTIONAL { ?source cnnprov:fingerprint ?fingerprint }
+  OPTIONAL { ?source cnnprov:fingerprintMethod ?method }
+  OPTIONAL { ?source prov:wasDerivedFrom ?source_file .
+             ?source_file a cnnprov:DataFile ; cnnprov:filePath ?file ; cnnprov:fingerprint ?file_fingerprint }
+}
+ORDER BY ?role ?source_class ?file
+"""
+#: What the text says of data whose sources were not fingerprinted (runs recorded before cnnprov did).
+FINGERPRINTS_NOTE = "not recorded for this run: classes and sizes above are what identifies the data"
 
 
 def reproduction(
@@ -189,7 +207,9 @@ def reproduction(
             {"source": row["source"], "name": row["name"], "value": _json_value(row["value"])} for row in settings
         ],
         "data": [{key: _json_value(value) for key, value in row.items()} for row in store.sparql(_DATA, run=run_id)],
-        "data_fingerprints": None,
+        "data_fingerprints": [
+            {key: _json_value(value) for key, value in row.items()} for row in store.sparql(_FINGERPRINTS, run=run_id)
+        ],
     }
     plan["steps"] = _steps(plan)
     return plan
@@ -302,7 +322,12 @@ def reproduction_text(plan: dict[str, Any]) -> str:
     lines.append(_indented(_table(plan["settings"], ("source", "name", "value"))))
     lines.append("data:")
     lines.append(_indented(_table(plan["data"], ("role", "dataset_class", "samples", "batch_size", "batches"))))
-    lines.append(f"data fingerprints: {FINGERPRINTS_NOTE}")
+    if plan["data_fingerprints"]:
+        lines.append("data fingerprints (the content each role's data came from; the same data has the same):")
+        columns = ("role", "source_class", "fingerprint", "file", "file_fingerprint")
+        lines.append(_indented(_table(plan["data_fingerprints"], columns)))
+    else:
+        lines.append(f"data fingerprints: {FINGERPRINTS_NOTE}")
     lines.append("")
     lines.append("to set it up again:")
     lines += [f"  {step}" for step in plan["steps"]] or ["  (nothing recorded says how)"]
