@@ -276,7 +276,11 @@ def test_a_relation_in_both_forms_is_exported_once_keeping_the_qualified_details
     assert problems(graph, read, one_per_relation=True) == []
     generations = [r for r in read.get_records() if type(r).__name__ == "ProvGeneration"]
     assert generations and all(str(r.identifier.uri).endswith("/generation") for r in generations)
-    assert all(r.get_attribute("prov:time") for r in generations)  # the qualified node's time survived the merge
+    # the qualified node's time survived the merge, for each generation that has one (what a DataModule's
+    # setup generated has none: Lightning calls it before any logger hook)
+    timed = {str(entity) for entity in graph.subjects(PROV.generatedAtTime, None)}
+    dated = [r for r in generations if str(r.args[0].uri) in timed]
+    assert dated and all(r.get_attribute("prov:time") for r in dated)
 
 
 # -- 3. a picture of one run -----------------------------------------------------------------------------
@@ -390,7 +394,8 @@ def test_prov_xml_is_valid_against_w3cs_schema(sweep_store, one_run):
     # every identifier an xs:QName (the IRIs cnnprov mints end in an NCName: ``…/run-<uuid>/epoch-3``),
     # every literal's xsi:type a type the schema knows
     assert [error.message for error in schema.error_log][:10] == []
-    assert b"generatedAtTime" not in xml  # a generation's time (PROV-DM), not an entity attribute
+    # a generation's time (PROV-DM), not an entity attribute (the word may be in a recorded diff's text)
+    assert not re.search(rb"<[^>]*generatedAtTime", xml)
     names = re.findall(rb'prov:(?:id|ref)="([^"]+)"', xml)
     assert names and all(re.fullmatch(rb"[A-Za-z_][\w.-]*:[A-Za-z_][\w.-]*", n) for n in names)
 
