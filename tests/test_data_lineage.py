@@ -244,3 +244,41 @@ def test_concatenated_in_memory_tensors_are_fingerprinted_by_their_bytes(tmp_pat
 
     sources = sorted(row["fingerprint"] for row in rows if row["how"] is None)
     assert sources == sorted([expected(first), expected(second)])
+
+
+def test_past_the_content_budget_a_copy_of_the_data_keeps_its_fingerprint(tmp_path, monkeypatch):
+    """The budget's policy, with a budget of 1 KiB: the first files by content, the rest by relative
+    path and size: a copy elsewhere (other times, other path) has the same fingerprint."""
+    import os
+
+    from cnnprov.capture import data_lineage
+
+    monkeypatch.setattr(data_lineage, "CONTENT_BUDGET", 1024)
+    original = tmp_path / "a"
+    original.mkdir()
+    for index in range(5):
+        (original / f"part-{index}.bin").write_bytes(bytes([index]) * 700)
+
+    class Folder:
+        def __init__(self, root):
+            self.root = root
+
+        def __len__(self):
+            return 5
+
+    def fingerprint(root):
+        chain = data_lineage.DataChain()
+        level = chain.levels[chain.add(Folder(root))]
+        return level.fingerprint, level.fingerprint_method
+
+    shutil.copytree(original, tmp_path / "b")
+    for file in (tmp_path / "b").iterdir():
+        os.utime(file, (1_000_000, 1_000_000))  # another machine's times
+    first, method = fingerprint(original)
+    assert method == "sha256 of files (large: sampled)"
+    assert fingerprint(tmp_path / "b")[0] == first
+    (tmp_path / "b" / "part-0.bin").write_bytes(b"\xff" * 700)  # within the budget: content counts
+    assert fingerprint(tmp_path / "b")[0] != first
+    shutil.copytree(original, tmp_path / "c")
+    (tmp_path / "c" / "part-4.bin").write_bytes(b"\xff" * 701)  # past it: the size counts
+    assert fingerprint(tmp_path / "c")[0] != first

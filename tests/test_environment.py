@@ -309,6 +309,16 @@ def test_a_large_diff_is_hashed_whole_and_not_kept_as_text(tmp_path):
     assert source_tree.source_tree(tmp_path) is None  # tmp_path is in no working tree
 
 
+def test_secret_names_are_redacted_but_not_settings_that_only_contain_the_word():
+    given = ["train.py", "--tokenizer", "bert", "--max-tokens=512", "--secret-sauce", "0.3",
+             "+logger.api_key=S1", "password=S2", "--store", "https://u:S3@host/sparql", "--auth-token", "S4"]
+    assert host_facts.redacted(given) == [
+        "train.py", "--tokenizer", "bert", "--max-tokens=512", "--secret-sauce", "0.3",
+        f"+logger.api_key={host_facts.REDACTED}", f"password={host_facts.REDACTED}",
+        "--store", f"https://{host_facts.REDACTED}@host/sparql", "--auth-token", host_facts.REDACTED,
+    ]
+
+
 def test_secret_options_are_redacted_and_only_allowlisted_variables_read():
     assert host_facts.redacted(["train.py", "--password=x", "--api-key", "y", "--lr", "0.1", "--token"]) == [
         "train.py", "--password=REDACTED", "--api-key", "REDACTED", "--lr", "0.1", "--token"]

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -84,6 +85,44 @@ def test_a_request_without_the_token_or_from_another_host_is_refused(dashboard):
     # a name that resolves to 127.0.0.1 (DNS rebinding) still names another host
     assert get(dashboard.url, {"Host": f"rebind.example:{dashboard.port}"})[0] == 403
     assert get(f"{dashboard.address}/", {"Authorization": f"Bearer {dashboard.token}"})[0] == 200
+
+
+def test_what_a_page_shows_cannot_run_in_the_browser_nor_reach_files_or_other_hosts(tmp_path):
+    from cnnprov import RunRecorder
+
+    payload = '"><img src=x onerror=alert(1)><script>alert(2)</script>'
+    recorder = RunRecorder(tmp_path / "provenance", name=payload)
+    recorder.start()
+    recorder.log_hyperparameters({"note": payload, "lr": 0.1})
+    recorder.epoch_started(0)
+    recorder.log_metrics({"val_acc": 0.5}, step=0)
+    recorder.epoch_ended(0)
+    recorder.finish("success")
+    recorder.close()
+    served = Dashboard(tmp_path / "provenance")
+    served.start()
+    try:
+        bearer = {"Authorization": f"Bearer {served.token}"}
+        for page in (
+            "/",
+            "/explore",
+            f"/run/{recorder.run_id}",
+            f"/compare?run={recorder.run_id}&run={recorder.run_id}",
+            f"/?where={urllib.parse.quote(payload)}",
+        ):
+            status, _, body = get(f"{served.address}{page}", bearer)
+            assert status in (200, 400) and b"<script>alert" not in body and b"<img src=x" not in body, page
+        assert b"&lt;script&gt;alert(2)" in get(f"{served.address}/", bearer)[2]  # shown, escaped
+        for path in ("/static/..%2fapp.py", "/static/../app.py", f"/run/{recorder.run_id}/download/..%2f..%2fapp.py"):
+            assert get(f"{served.address}{path}", bearer)[0] == 404, path
+        federated = "SELECT * WHERE { SERVICE <http://127.0.0.1:9/sparql> { ?s ?p ?o } }"
+        status, _, body = get(f"{served.address}/sparql.csv?text={urllib.parse.quote(federated)}", bearer)
+        assert status == 400 and b"SERVICE" in body
+        update = "INSERT DATA { <urn:a> <urn:b> <urn:c> }"
+        assert get(f"{served.address}/sparql.csv?text={urllib.parse.quote(update)}", bearer)[0] == 400
+        assert len(ProvStore(tmp_path / "provenance").sparql("SELECT * WHERE { <urn:a> ?p ?o }")) == 0
+    finally:
+        served.stop()
 
 
 def test_cnnprov_ui_prints_a_url_with_the_token_and_serves_it_without_torch(store):
@@ -232,7 +271,7 @@ def test_a_runs_page_shows_its_record_and_downloads_it(browser, dashboard, store
     text = browser.find_element("tag name", "main").text
     assert "ConvolutionLayer" in text and "Checkpoints" in text
     screenshot_is_not_blank(browser, shots / "run.png")
-    cookie = {"Cookie": f"cnnprov_ui_token={dashboard.token}"}
+    cookie = {"Cookie": f"{dashboard.guard.cookie}={dashboard.token}"}
     status, headers, turtle = get(f"{dashboard.address}/run/{run}/download/turtle", cookie)
     assert status == 200 and "attachment" in headers["content-disposition"]
     assert len(rdflib.Graph().parse(data=turtle.decode(), format="turtle")) > 100
@@ -249,7 +288,7 @@ def test_the_sparql_page_answers_a_bundled_question_and_typed_sparql_and_shows_e
     assert len(rows) == len(store.query("best-runs", metric="val_loss", order="min"))
     screenshot_is_not_blank(browser, shots / "sparql.png")
     csv_link = browser.find_element("id", "csv").get_attribute("href")
-    _, _, body = get(csv_link, {"Cookie": f"cnnprov_ui_token={dashboard.token}"})
+    _, _, body = get(csv_link, {"Cookie": f"{dashboard.guard.cookie}={dashboard.token}"})
     assert body.decode().splitlines()[0].startswith("run_id,run_name,best")
 
     browser.get(f"{dashboard.address}/sparql")
@@ -366,7 +405,7 @@ def test_the_dashboard_reads_a_sparql_server_url(tmp_path):
         try:
             status, _, page = get(served.url)
             assert status == 200 and f'data-run="{logger.run_id}"'.encode() in page and b"on-the-server" in page
-            cookie = {"Cookie": f"cnnprov_ui_token={served.token}"}
+            cookie = {"Cookie": f"{served.guard.cookie}={served.token}"}
             _, _, curve = get(f"{served.address}/api/curves?run={logger.run_id}&metric=val_acc", cookie)
             assert [len(trace["x"]) for trace in json.loads(curve)["data"]] == [2]  # two epochs
         finally:

@@ -201,12 +201,13 @@ class ProvStore:
         return bindings
 
     # -- runs --------------------------------------------------------------------
-    def runs(self, where: str | None = None) -> QueryResult:
+    def runs(self, where: str | None = None, hints: list[str] | None = None) -> QueryResult:
         """One row per run: id, name, status, start, end, epochs; with ``where``, the runs a filter
         keeps, e.g. ``"val_acc > 0.95 and lr < 0.05 and status = success"`` (docs/filters.md).
 
         A run recorded as "running" whose process on this host is gone reads as "crashed"
         (the next process that writes the store records it so); ``status`` in a filter reads it so too.
+        A filter's hints are :class:`~cnnprov.errors.RunFilterWarning` warnings, or go into ``hints``.
 
         Raises:
             RunFilterError: a filter that cannot be read (the message points at the place).
@@ -217,7 +218,7 @@ class ProvStore:
         run_id, status = result.columns.index("run_id"), result.columns.index("status")
         crashed = [row[run_id] for row in result.rows if row[status] == "crashed"]
         with self.reading() as store:
-            kept = matching_run_ids(store, where, crashed)
+            kept = matching_run_ids(store, where, crashed, hints)
         return QueryResult(result.columns, [row for row in result.rows if row[run_id] in kept])
 
     def filter_fields(self) -> FilterFields:

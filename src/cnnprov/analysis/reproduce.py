@@ -258,7 +258,8 @@ def _steps(plan: dict[str, Any]) -> list[str]:
     steps = []
     source = plan["source"]
     if source["commit"]:
-        steps.append(f"cd {shlex.quote(source['repository'] or '.')} && git checkout {source['commit']}")
+        where, commit = shlex.quote(source["repository"] or "."), shlex.quote(str(source["commit"]))
+        steps.append(f"cd {where} && git checkout {commit}")
         diff = source["diff"]
         if diff and diff["kept"]:
             steps.append(f"{diff['get']} && git apply run.patch")

@@ -137,12 +137,17 @@ def compile_filter(where: str, fields: FilterFields | None = None, crashed: Iter
     return _Compiler(where, fields, list(crashed)).compile()
 
 
-def matching_run_ids(store: ReadStore, where: str, crashed: Iterable[str] = ()) -> set[str]:
+def matching_run_ids(
+    store: ReadStore, where: str, crashed: Iterable[str] = (), hints: list[str] | None = None
+) -> set[str]:
     """The ids of the runs in ``store`` that ``where`` keeps; each hint (a field no run has …) is
-    a :class:`~cnnprov.errors.RunFilterWarning`."""
+    a :class:`~cnnprov.errors.RunFilterWarning`, or goes into ``hints`` when it is given (a server
+    answering requests on threads: warnings' filters are the whole process's)."""
     parse_filter(where)  # a filter that cannot be read is refused before the store is asked
     compiled = compile_filter(where, filter_fields(store), crashed)
-    for hint in compiled.hints:
+    if hints is not None:
+        hints += compiled.hints
+    for hint in compiled.hints if hints is None else ():
         warnings.warn(hint, RunFilterWarning, stacklevel=3)
     return {python_value(row["run_id"]) for row in _solutions(store, compiled.sparql)}
 

@@ -26,10 +26,10 @@ def describe_loader(loader: Any, batch_count: int | float | None = None) -> Data
     ``limit_*_batches`` cut ``len(loader)`` short); ``len(loader)`` when not given."""
     dataset = getattr(loader, "dataset", None)
     if batch_count is None or not _is_count(batch_count):
-        batch_count = _length(loader)
+        batch_count = length(loader)
     return DataDescription(
         dataset_class=class_path(underlying_dataset(dataset)) if dataset is not None else None,
-        sample_count=_length(dataset),
+        sample_count=length(dataset),
         batch_size=getattr(loader, "batch_size", None),
         batch_count=int(batch_count) if batch_count is not None else None,
     )
@@ -56,7 +56,7 @@ def _is_count(value: int | float) -> bool:
     return isinstance(value, int) or (isinstance(value, float) and value.is_integer())
 
 
-def _length(obj: Any) -> int | None:
+def length(obj: Any) -> int | None:
     try:
         return len(obj)
     except Exception:  # iterable datasets have no length

@@ -13,8 +13,10 @@ the same data are found under different paths or classes:
 
 The policy for large data (so that a fingerprint stays cheap): at most ``CONTENT_BUDGET`` bytes of
 content are hashed per source; past that, a file or tensor counts by its first and last
-``SAMPLE_BYTES`` and its size, and a folder's further files by path, size and modification time.
-The fingerprint says which (``fingerprint_method``).
+``SAMPLE_BYTES`` and its size, and a folder's further files by their relative path and size only.
+A sampled fingerprint is the same for a copy of the data anywhere, but two different datasets
+whose sampled parts agree would share it: ``fingerprint_method`` says "(large: sampled)". A folder
+is fingerprinted whole, so other data put into the same folder changes its fingerprint.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cnnprov.capture.data import length as _length
 from cnnprov.capture.hyperparameters import class_path
 from cnnprov.capture.transforms import TransformStep, describe_transforms
 
@@ -126,13 +129,6 @@ def _signature(level: DataLevel, key: int) -> tuple:
     )
 
 
-def _length(obj: Any) -> int | None:
-    try:
-        return len(obj)
-    except Exception:  # an iterable dataset has no length
-        return None
-
-
 def _indices_digest(indices: Any) -> tuple[int | None, str]:
     """How many indices a subset takes and SHA-256 of them as little-endian int64 (the same for a
     list, a tensor or an array of the same indices)."""
@@ -180,7 +176,7 @@ def _bytes(tensor: Any) -> bytes:
 
 def _hash_tensor(digest: Any, tensor: Any, budget: list[int], sampled: list[bool]) -> None:
     """All of a tensor's bytes within the budget; else its first and last ``SAMPLE_BYTES`` and its size
-    (sliced before copying, so a large tensor is never copied whole)."""
+    (sliced before copying: a large contiguous tensor is never copied whole)."""
     size = int(tensor.numel()) * int(tensor.element_size())
     if size <= budget[0]:
         digest.update(_bytes(tensor))
@@ -225,7 +221,6 @@ def _source_file(path: Path, budget: list[int], sampled: list[bool]) -> SourceFi
         digest.update(f"{relative}\0{stat.st_size}\0".encode())
         if budget[0] > 0:
             _hash_file(digest, file, stat.st_size, budget, sampled)
-        else:  # past the budget: a file counts by its path, size and modification time
+        else:  # past the budget: a file counts by its relative path and size (the same in a copy)
             sampled[0] = True
-            digest.update(str(stat.st_mtime_ns).encode())
     return SourceFile(str(path.resolve()), True, total, count, digest.hexdigest())

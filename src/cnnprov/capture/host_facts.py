@@ -51,7 +51,11 @@ RECORDED_VARIABLES = (
 )
 
 #: Options on a command line whose value is a secret: recorded as ``--api-key=REDACTED``.
-_SECRET_OPTION = re.compile(r"^--?[\w.-]*(password|passwd|secret|token|api[-_]?key|credential)[\w.-]*$", re.I)
+#: an option or a ``key=value`` override whose name ends in a secret's word (``--api-token``,
+#: ``+logger.api_key``, ``password``), not one that merely contains it (``--tokenizer``, ``--max-tokens``)
+_SECRET_NAME = re.compile(r"^[-+]*(?:[\w.-]*[-_.])?(password|passwd|secret|token|api[-_]?key|credentials?)$", re.I)
+#: the user and password of a URL (``https://user:pw@host``)
+_URL_CREDENTIALS = re.compile(r"(?<=://)[^/@\s:]+:[^/@\s]+@")
 REDACTED = "REDACTED"
 
 
@@ -121,7 +125,8 @@ def command_line() -> tuple[str, ...]:
 
 
 def redacted(arguments: Sequence[str]) -> list[str]:
-    """``arguments`` with the value of each secret-looking option (``--token X``, ``--password=X``) replaced."""
+    """``arguments`` with the value of each secret-named option or override (``--token X``,
+    ``--password=X``, ``+logger.api_key=X``) and the credentials of URLs replaced."""
     out: list[str] = []
     hide_next = False
     for argument in arguments:
@@ -129,15 +134,15 @@ def redacted(arguments: Sequence[str]) -> list[str]:
             out.append(REDACTED)
             hide_next = False
             continue
-        option, equals, _ = argument.partition("=")
-        if _SECRET_OPTION.match(option):
+        name, equals, _ = argument.partition("=")
+        if _SECRET_NAME.match(name):
             if equals:
-                out.append(f"{option}={REDACTED}")
+                out.append(f"{name}={REDACTED}")
             else:
                 out.append(argument)
-                hide_next = True
+                hide_next = argument.startswith("-")  # a flag's value is the next argument
             continue
-        out.append(argument)
+        out.append(_URL_CREDENTIALS.sub(f"{REDACTED}@", argument))
     return out
 
 

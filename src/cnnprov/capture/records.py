@@ -337,9 +337,10 @@ def resource_use(epoch: NamedNode, usage: ResourceUse) -> list[Triple]:
     """What an epoch used of the machine, as its attributes."""
     triples: list[Triple] = [
         (epoch, CNNPROV.cpuSeconds, double_literal(usage.cpu_seconds)),
-        (epoch, CNNPROV.peakRssBytes, integer_literal(usage.peak_rss_bytes)),
         (epoch, CNNPROV.timedSteps, integer_literal(usage.steps)),
     ]
+    if usage.peak_rss_bytes is not None:
+        triples.append((epoch, CNNPROV.peakRssBytes, integer_literal(usage.peak_rss_bytes)))
     for prop, value in (
         (CNNPROV.stepSecondsMean, usage.step_mean_seconds),
         (CNNPROV.stepSecondsP95, usage.step_p95_seconds),

@@ -4,19 +4,25 @@ Measured on the training thread at almost no cost: two clock reads a step (``per
 and, at an epoch's start and end, the process's CPU time and peak resident memory
 (``getrusage``). The process's CPU time counts every thread of it, the data loader's and
 cnnprov's writer included; peak RSS is the process's peak so far (the kernel keeps no per-epoch
-peak). On a CUDA device that torch has initialized: the epoch's peak allocated memory (its peak
-counter reset at the epoch's start) and the device's utilisation when the driver's NVML library
-answers.
+peak; none on Windows). On a CUDA device that torch has initialized: the epoch's peak allocated
+memory, for which torch's peak counters are reset at each epoch's start (so
+``torch.cuda.max_memory_allocated()`` counts from the epoch's start for other code too), and the
+device's utilisation read once at the epoch's end (a moment's load, not the epoch's mean) when the
+driver's NVML library answers.
 """
 
 from __future__ import annotations
 
 import math
-import resource
 import sys
 import time
 from dataclasses import dataclass
 from typing import Any
+
+try:
+    import resource
+except ImportError:  # Windows: no getrusage, so no peak memory
+    resource = None  # type: ignore[assignment]
 
 
 @dataclass(frozen=True)
@@ -24,7 +30,7 @@ class ResourceUse:
     """What one epoch used."""
 
     cpu_seconds: float
-    peak_rss_bytes: int
+    peak_rss_bytes: int | None
     steps: int
     step_mean_seconds: float | None
     step_p95_seconds: float | None
@@ -68,7 +74,9 @@ class ResourceMeter:
         durations = sorted(self._durations)
         mean = sum(durations) / len(durations) if durations else None
         p95 = durations[max(math.ceil(0.95 * len(durations)) - 1, 0)] if durations else None  # nearest rank
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
+        peak = None
+        if resource is not None:
+            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
         gpu_peak, gpu_load = None, None
         cuda = _cuda()
         if cuda is not None:
@@ -77,7 +85,7 @@ class ResourceMeter:
                 gpu_load = float(cuda.utilization())
             except Exception:  # no NVML (pynvml) to ask: the load is not known
                 gpu_load = None
-        return ResourceUse(cpu, int(peak), len(durations), mean, p95, gpu_peak, gpu_load)
+        return ResourceUse(cpu, peak, len(durations), mean, p95, gpu_peak, gpu_load)
 
 
 def _cuda() -> Any:

@@ -79,7 +79,10 @@ def _diff(directory: Path) -> tuple[str, int, str | None] | None:
     size = 0
     try:
         with subprocess.Popen(
-            ["git", "diff", "--no-color", "--no-ext-diff", "HEAD"],
+            # a patch `git apply` takes whatever the user's git settings: standard prefixes, binary changes
+            # in full, no textconv filters
+            ["git", "-c", "diff.noprefix=false", "-c", "diff.mnemonicPrefix=false", "diff", "--no-color",
+             "--no-ext-diff", "--binary", "--no-textconv", "--src-prefix=a/", "--dst-prefix=b/", "HEAD"],
             cwd=directory, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
         ) as process:
             assert process.stdout is not None

@@ -9,8 +9,6 @@ write the same store meanwhile.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from pathlib import Path
 from typing import Any
@@ -21,7 +19,8 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 
-from cnnprov.analysis.provstore import ProvStore, QueryResult
+from cnnprov.analysis.formatting import to_csv
+from cnnprov.analysis.provstore import ProvStore
 from cnnprov.errors import CnnprovError
 from cnnprov.storage.location import StoreLocation
 from cnnprov.ui import figures, parallel, sparql_page
@@ -171,10 +170,13 @@ def create_app(location: StoreLocation) -> Starlette:
         return page(request, "sparql.html", **sparql_page.answer(request.state.store, request.query_params))
 
     def sparql_csv(request: Request) -> Response:
-        result = sparql_page.answer(request.state.store, request.query_params)["result"]
-        return Response(
-            _csv(result), media_type="text/csv", headers={"Content-Disposition": 'attachment; filename="answer.csv"'}
-        )
+        answered = sparql_page.answer(request.state.store, request.query_params)
+        if answered["result"] is None:
+            message = answered["error"] or "ask a question (query=NAME) or send SPARQL (text=...)"
+            return Response(f"{message}\n", status_code=400, media_type="text/plain; charset=utf-8")
+        result = answered["result"]
+        headers = {"Content-Disposition": 'attachment; filename="answer.csv"'}
+        return Response(to_csv(result).encode(), media_type="text/csv", headers=headers)
 
     def plotly_js(request: Request) -> Response:
         import plotly
@@ -218,12 +220,3 @@ def _format(value: Any) -> str:
     if hasattr(value, "strftime"):
         return str(value.strftime("%Y-%m-%d %H:%M:%S"))
     return str(value)
-
-
-def _csv(result: QueryResult | None) -> bytes:
-    buffer = io.StringIO()
-    if result is not None:
-        writer = csv.writer(buffer)
-        writer.writerow(result.columns)
-        writer.writerows([["" if cell is None else cell for cell in row] for row in result.rows])
-    return buffer.getvalue().encode()

@@ -20,7 +20,9 @@ Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-COOKIE = "cnnprov_ui_token"
+#: the cookie's name, per port: browsers send a host's cookies to every port of it, and two
+#: dashboards on one machine must not overwrite each other's
+COOKIE = "cnnprov_ui_token_{port}"
 
 
 class TokenGuard:
@@ -38,9 +40,11 @@ class TokenGuard:
         self.app = app
         self.token = token
         self.hosts: set[str] = set(hosts or ())
+        self.cookie = COOKIE.format(port=0)
 
     def allow_port(self, port: int) -> None:
         self.hosts |= {f"127.0.0.1:{port}", f"localhost:{port}"}
+        self.cookie = COOKIE.format(port=port)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -58,7 +62,7 @@ class TokenGuard:
 
         async def send_with_cookie(message: MutableMapping[str, Any]) -> None:
             if from_query and message["type"] == "http.response.start":
-                cookie = f"{COOKIE}={self.token}; Path=/; HttpOnly; SameSite=Strict"
+                cookie = f"{self.cookie}={self.token}; Path=/; HttpOnly; SameSite=Strict"
                 message["headers"] = [*message.get("headers", []), (b"set-cookie", cookie.encode())]
             await send(message)
 
@@ -76,7 +80,7 @@ class TokenGuard:
             cookie.load(headers.get("cookie", ""))
         except Exception:  # a malformed Cookie header is a request without the token
             return None
-        morsel = cookie.get(COOKIE)
+        morsel = cookie.get(self.cookie)
         return morsel.value if morsel is not None else None
 
 

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from cnnprov.analysis.provstore import ProvStore, QueryResult
 from cnnprov.analysis.query_library import QueryFile, bundled_queries, load_query
 from cnnprov.errors import CnnprovError
+
+#: a federated part: the dashboard would ask another host and show its answer
+_SERVICE = re.compile(r"\bSERVICE\b", re.IGNORECASE)
 
 
 def questions() -> list[QueryFile]:
@@ -27,6 +31,9 @@ def answer(store: ProvStore, form: Any) -> dict[str, Any]:
         params = {key: form.get(f"param.{key}") for key in chosen.parameters if form.get(f"param.{key}")}
     result: QueryResult | None = None
     error: str | None = None
+    if chosen is None and _SERVICE.search(text):
+        error = "the dashboard does not send queries on to other endpoints (SERVICE): ask them yourself"
+        return {"questions": questions(), "chosen": None, "params": {}, "text": text, "result": None, "error": error}
     try:
         if chosen is not None:
             result = store.query(name, **params)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 import os
 import re
-import warnings
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -17,7 +16,6 @@ from typing import Any
 
 from cnnprov.analysis.provstore import ProvStore
 from cnnprov.analysis.run_filter import lower_is_better
-from cnnprov.errors import RunFilterWarning
 
 QUERIES = Path(__file__).resolve().parent / "queries"
 #: a listing's pairs are separated by ", " before the next ``name=``; a value may hold ", " itself
@@ -89,10 +87,8 @@ def runs_table(
     highest for anything else (as the filter language decides).
     """
     order = order or ("min" if lower_is_better(metric) else "max")
-    with warnings.catch_warnings(record=True) as noted:
-        warnings.simplefilter("always", RunFilterWarning)
-        runs = store.runs(where=where)
-    hints = [str(warning.message) for warning in noted if issubclass(warning.category, RunFilterWarning)]
+    hints: list[str] = []
+    runs = store.runs(where=where, hints=hints)
     best = {row["run_id"]: row for row in store.query("best-runs", metric=metric, order=order)}
     listings = {row["run_id"]: row["listing"] for row in store.query(QUERIES / "run-listings.rq")}
     rows = []
