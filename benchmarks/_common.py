@@ -79,10 +79,10 @@ def table(headers: list[str], rows: list[list[Any]]) -> str:
 
 def peer_logger(kind: str, root: Path, name: str) -> Any:
     """A fresh logger of one kind under ``root``: prov, csv, tensorboard or mlflow."""
-    if kind == "prov":
+    if kind in ("prov", "prov-nousage"):  # prov-nousage: without the epochs' resource use (resource_use=False)
         from cnnprov import ProvLogger
 
-        return ProvLogger(store=root / "provenance", run_name=name)
+        return ProvLogger(store=root / "provenance", run_name=name, resource_use=kind == "prov")
     if kind == "csv":
         from lightning.pytorch.loggers import CSVLogger
 

@@ -172,7 +172,7 @@ def train_once(kind: str, epochs: int, smoke: bool, workload: str = "stress") ->
             "train_thread_cpu_s": time.thread_time() - thread,
         }
     finally:
-        if kind == "prov":  # finalize lets go of the store before fit returns: this finds nothing to wait for
+        if kind.startswith("prov"):  # finalize lets go of the store before fit returns: this finds nothing to wait for
             wait_released(root / "provenance")
         shutil.rmtree(root, ignore_errors=True)
 
@@ -190,7 +190,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "--workload", choices=("stress", "realistic"), default="stress",
         help="stress: the digits CNN, every step logged; realistic: a 4-conv BatchNorm CNN on 3×32×32 images",
     )
-    parser.add_argument("--loggers", default=None, help="comma-separated subset of csv,tensorboard,mlflow,prov")
+    parser.add_argument(
+        "--loggers", default=None,
+        help="comma-separated subset of csv,tensorboard,mlflow,prov; prov-nousage is ProvLogger(resource_use=False)",
+    )
     parser.add_argument("--seed", type=int, default=1, help="seed of the pair order")
     parser.add_argument(
         "--smoke", action="store_true", help="1 pair of 1 tiny epoch: checks the script, measures nothing"
@@ -205,7 +208,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     loggers = available_loggers()
     if args.loggers:
         wanted = args.loggers.split(",")
-        loggers = [name for name in loggers if name in wanted]
+        loggers = [name for name in [*loggers, "prov-nousage"] if name in wanted]
     info = machine()
     print(f"machine: {info['cpu']}, {info['cores']} cores, load {info['load_average_at_start']}")
     print(f"versions: {info['versions']}")
