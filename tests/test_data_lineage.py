@@ -16,6 +16,7 @@ from torch.utils.data import ConcatDataset, DataLoader, Dataset, TensorDataset, 
 
 from cnnprov import ProvLogger, ProvStore
 from cnnprov.analysis.validate import validate_store
+from cnnprov.capture.split_seed import SplitFinder, SplitOrigin
 from cnnprov.demo import DigitsCNN
 
 from helpers import tiny_trainer
@@ -88,7 +89,7 @@ class DigitFilesModule(L.LightningDataModule):
         pipeline = Compose([Normalize(0.5, 0.25), RandomNoise(self.noise, 0.1), flip])
         full = self.dataset_class(self.root, transform=pipeline)
         self.train, self.val, self.test_part = random_split(
-            full, [200, 60, 40], generator=torch.Generator().manual_seed(7)
+            full, [200, 60, 40], generator=torch.Generator().manual_seed(42)
         )
 
     def train_dataloader(self):
@@ -161,9 +162,37 @@ def test_a_checkpoints_lineage_reaches_the_files_through_the_split_and_the_trans
     assert settings == [{"mean": 0.5, "std": 0.25}, {"p": 0.0, "scale": 0.1}, {}]
 
 
+def test_a_random_splits_seed_and_each_parts_offset_are_found_by_making_the_split_again(sweep):
+    store, ids, modules, _ = sweep
+    rows = store.sparql(
+        """PREFIX cnnprov: <https://w3id.org/cnnprov/ns#>
+        SELECT ?count ?seed ?offset ?digest WHERE { GRAPH ?g {
+          ?run cnnprov:runId ?id . ?part cnnprov:indexCount ?count ;
+            cnnprov:indicesSha256 ?digest .
+          OPTIONAL { ?part cnnprov:splitSeed ?seed ; cnnprov:splitOffset ?offset } } }""",
+        id=ids["noise=0.0"],
+    ).to_dicts()
+    module = modules["noise=0.0"]
+    parts = (module.train, module.val, module.test_part)
+    assert sorted((r["count"], r["seed"], r["offset"], r["digest"]) for r in rows) == sorted(
+        (len(p.indices), 42, offset, indices_digest(p.indices)) for p, offset in zip(parts, (0, 200, 260), strict=True)
+    )
+
+
+def test_a_split_is_given_a_seed_only_where_the_seed_makes_it_again():
+    full = TensorDataset(torch.arange(500))
+    finder = SplitFinder()
+    unknown = random_split(full, [400, 100], generator=torch.Generator().manual_seed(987_654))
+    assert [finder.find(list(part.indices), len(full)) for part in unknown] == [None, None]
+    assert finder.find(list(range(10)), len(full)) is None  # a Subset made by hand
+    known = random_split(full, [0.8, 0.2], generator=torch.Generator().manual_seed(1234))
+    found = [finder.find(list(part.indices), len(full)) for part in known]
+    assert found == [SplitOrigin(1234, 0), SplitOrigin(1234, 400)]
+
+
 def test_an_augmentation_change_is_visible_to_compare_runs(sweep):
     store, ids, _, _ = sweep
-    rows = store.query("compare-runs", run_a=ids["noise=0.0"], run_b=ids["noise=0.5"]).to_dicts()
+    rows = store.query("compare-runs", run_a=ids["noise=0.0"], run_b=ids["noise=0.5"], include="settings").to_dicts()
     assert [(row["setting"], json.loads(row["value_a"])["p"], json.loads(row["value_b"])["p"]) for row in rows] == [
         ("transformSettings", 0.0, 0.5)
     ]

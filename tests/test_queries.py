@@ -324,12 +324,32 @@ def test_hyperparameters_of_one_run_with_its_optimizer_and_scheduler_settings(li
 
 # -- compare-runs ---------------------------------------------------------------------------------
 def test_compare_runs_that_differ_only_in_dropout(library):
-    rows = library.query("compare-runs", run_a=library.ids["dropout-0.0"], run_b=library.ids["dropout-0.5"])
+    rows = library.query(
+        "compare-runs", run_a=library.ids["dropout-0.0"], run_b=library.ids["dropout-0.5"], include="settings"
+    )
     assert [(r["component"], r["setting"], r["value_a"], r["value_b"], r["difference"]) for r in rows] == [
         ("run", "dropout", 0.0, 0.5, "different"),
         (f"layer/{_dropout_index()} (DropoutLayer)", "dropoutRate", 0.0, 0.5, "different"),
     ]
     assert library.query("compare-runs", run_a=library.ids["steplr"], run_b=library.ids["steplr"]) == []
+
+
+def test_compare_runs_shows_what_the_epochs_used_unless_asked_for_settings_only(library):
+    a, b = library.ids["dropout-0.0"], library.ids["dropout-0.5"]
+    rows = library.query("compare-runs", run_a=a, run_b=b)  # include="all" by default
+    used = {r["setting"]: (r["value_a"], r["value_b"]) for r in rows if r["component"] == "resources"}
+    assert {"cpuSeconds", "peakRssBytes", "stepSecondsMean", "stepSecondsP95"} <= set(used)
+    assert {r["difference"] for r in rows if r["component"] == "resources"} == {"different"}
+    for side, run in enumerate((a, b)):
+        epochs = library.query("system-usage", run=run)
+        assert len(epochs) == EPOCHS
+        assert used["cpuSeconds"][side] == pytest.approx(sum(e["cpu_s"] for e in epochs))
+        assert used["peakRssBytes"][side] == pytest.approx(max(e["peak_rss_mib"] for e in epochs) * 1048576)
+        assert used["stepSecondsP95"][side] == pytest.approx(max(e["step_p95_ms"] for e in epochs) / 1000)
+        assert used["stepSecondsMean"][side] == pytest.approx(sum(e["step_mean_ms"] for e in epochs) / EPOCHS / 1000)
+    settings_only = library.query("compare-runs", run_a=a, run_b=b, include="settings")
+    assert settings_only == [r for r in rows if r["component"] != "resources"]
+    assert library.query("compare-runs", run_a=a, run_b=a) == []  # a run's own figures are the same
 
 
 def test_compare_runs_shows_what_only_one_run_has_as_missing_on_the_other_side(library):

@@ -29,6 +29,7 @@ from typing import Any
 
 from cnnprov.capture.data import length as _length
 from cnnprov.capture.hyperparameters import class_path
+from cnnprov.capture.split_seed import SplitFinder
 from cnnprov.capture.transforms import TransformStep, describe_transforms
 
 CONTENT_BUDGET = 64 * 1024 * 1024
@@ -61,6 +62,8 @@ class DataLevel:
     derivation: str | None = None  # "subset", "concatenation", "wrapper"
     index_count: int | None = None
     indices_sha256: str | None = None
+    split_seed: int | None = None  # the seed random_split drew the indices with, where found again
+    split_offset: int | None = None  # where the indices start in that split's permutation
     tensors: list[str] = field(default_factory=list)  # "1437x1x8x8 float32"
     files: list[SourceFile] = field(default_factory=list)
     fingerprint: str | None = None
@@ -77,6 +80,7 @@ class DataChain:
     # what a level is, so that a dataset made again with the same content (Lightning calls a
     # DataModule's setup once per stage) is the same record
     _signatures: dict[tuple, int] = field(default_factory=dict)
+    _splits: SplitFinder = field(default_factory=SplitFinder)
 
     def add(self, dataset: Any, depth: int = 0) -> int:
         """The position of ``dataset`` (described with everything it derives from, once)."""
@@ -98,7 +102,11 @@ class DataChain:
             indices = getattr(dataset, "indices", None)
             level.derivation = "subset" if indices is not None else "wrapper"
             if indices is not None:
-                level.index_count, level.indices_sha256 = _indices_digest(indices)
+                values = _index_list(indices)
+                level.index_count, level.indices_sha256 = _indices_digest(values)
+                origin = self._splits.find(values, _length(inner))
+                if origin is not None:
+                    level.split_seed, level.split_offset = origin.seed, origin.offset
             level.derived_from = [self.add(inner, depth + 1)]
         else:
             _fingerprint_source(dataset, level)
@@ -129,10 +137,13 @@ def _signature(level: DataLevel, key: int) -> tuple:
     )
 
 
-def _indices_digest(indices: Any) -> tuple[int | None, str]:
-    """How many indices a subset takes and SHA-256 of them as little-endian int64 (the same for a
-    list, a tensor or an array of the same indices)."""
-    values = indices.tolist() if hasattr(indices, "tolist") else list(indices)
+def _index_list(indices: Any) -> list[int]:
+    """A subset's indices as a list (the same for a list, a tensor or an array of the same indices)."""
+    return [int(value) for value in (indices.tolist() if hasattr(indices, "tolist") else indices)]
+
+
+def _indices_digest(values: list[int]) -> tuple[int, str]:
+    """How many indices a subset takes and SHA-256 of them as little-endian int64."""
     digest = hashlib.sha256()
     for value in values:
         digest.update(int(value).to_bytes(8, "little", signed=True))

@@ -86,6 +86,9 @@ def _level(run: NamedNode, position: int, level: DataLevel) -> list[Triple]:
         triples.append((node, CNNPROV.indexCount, integer_literal(level.index_count)))
     if level.indices_sha256 is not None:
         triples.append((node, CNNPROV.indicesSha256, string_literal(level.indices_sha256)))
+    if level.split_seed is not None and level.split_offset is not None:
+        triples.append((node, CNNPROV.splitSeed, integer_literal(level.split_seed)))
+        triples.append((node, CNNPROV.splitOffset, integer_literal(level.split_offset)))
     if level.fingerprint is not None:
         triples.append((node, CNNPROV.fingerprint, string_literal(level.fingerprint)))
         triples.append((node, CNNPROV.fingerprintMethod, string_literal(level.fingerprint_method or "")))

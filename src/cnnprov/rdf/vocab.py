@@ -104,7 +104,7 @@ CNNPROV = _Namespace(
     LearningRateFinder trialCount suggestedLearningRate
     SourceData DerivedData DataFile TransformPipeline TransformStep DataSetup DataPreparation
     itemCount derivation indexCount indicesSha256 fingerprint fingerprintMethod tensorShape fileCount
-    transformsOf pipelineAttribute stepCount stepIndex transformSettings
+    splitSeed splitOffset transformsOf pipelineAttribute stepCount stepIndex transformSettings
     cpuSeconds peakRssBytes timedSteps stepSecondsMean stepSecondsP95 gpuPeakAllocatedBytes gpuUtilizationPercent
     ExecutionEnvironment InstalledPackages SourceDiff GPU
     commandLine workingDirectory gitDirty gitRepositoryPath untrackedFileCount diffText diffSizeBytes

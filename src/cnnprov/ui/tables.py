@@ -143,7 +143,7 @@ def compare(store: ProvStore, runs: list[str]) -> Comparison:
     base = ids[0]
     values: dict[tuple[str, str], dict[str, Any]] = {}
     for other in ids[1:]:
-        for row in store.query("compare-runs", run_a=base, run_b=other):
+        for row in store.query("compare-runs", run_a=base, run_b=other, include="settings"):  # resources: below
             cell = values.setdefault((row["component"], row["setting"]), {})
             cell[base] = row["value_a"]
             cell[other] = row["value_b"]
