@@ -270,6 +270,9 @@ def test_a_runs_page_shows_its_record_and_downloads_it(browser, dashboard, store
     )
     text = browser.find_element("tag name", "main").text
     assert "ConvolutionLayer" in text and "Checkpoints" in text
+    settings = store.query("hyperparameters", run=run, include="all").to_dicts()
+    assert {"run", "optimizer/0/group/0"} <= {row["source"] for row in settings}
+    assert all(f"{row['name']}" in text for row in settings)  # typed values, optimizer settings too
     screenshot_is_not_blank(browser, shots / "run.png")
     cookie = {"Cookie": f"{dashboard.guard.cookie}={dashboard.token}"}
     status, headers, turtle = get(f"{dashboard.address}/run/{run}/download/turtle", cookie)

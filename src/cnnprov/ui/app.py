@@ -136,6 +136,7 @@ def create_app(location: StoreLocation) -> Starlette:
         info = next(row for row in reader.runs() if row["run_id"] == run)
         sections = {
             "environment": reader.query("run-environment", run=run),
+            "settings": reader.query("hyperparameters", run=run, include="all"),
             "layers": reader.query("layers", run=run),
             "learning-rate adaptations": reader.query("lr-adaptations", run=run),
             "checkpoints": reader.query("checkpoints", run=run),
