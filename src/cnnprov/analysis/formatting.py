@@ -27,7 +27,7 @@ def to_json(result: QueryResult) -> str:
     """A list of objects, one per row; datetimes in ISO 8601; the numbers JSON has no literal for
     as the strings ``"Infinity"``, ``"-Infinity"`` and ``"NaN"`` (what JavaScript's ``Number()``
     and Python's ``float()`` read back), not as null, which would say the value is missing."""
-    rows = [{k: _json_value(v) for k, v in row.items()} for row in result.to_dicts()]
+    rows = [{k: json_value(v) for k, v in row.items()} for row in result.to_dicts()]
     return json.dumps(rows, indent=2, ensure_ascii=False) + "\n"
 
 
@@ -83,7 +83,8 @@ def _text(value: Any, full: bool = False) -> str:
     return str(value)
 
 
-def _json_value(value: Any) -> Any:
+def json_value(value: Any) -> Any:
+    """A query's value as JSON holds it: datetimes in ISO 8601, non-finite numbers as strings."""
     if isinstance(value, dt.datetime):
         return value.isoformat()
     if isinstance(value, float) and not math.isfinite(value):

@@ -15,14 +15,12 @@ Example::
 
 from __future__ import annotations
 
-import datetime as dt
 import json
-import math
 import shlex
 from collections.abc import Iterable
 from typing import Any
 
-from cnnprov.analysis.formatting import to_table
+from cnnprov.analysis.formatting import json_value, to_table
 from cnnprov.analysis.provstore import ProvStore, QueryResult
 from cnnprov.errors import QueryError
 
@@ -204,24 +202,17 @@ def reproduction(
             "differences": package_differences(recorded, current_packages) if recorded else [],
         },
         "settings": [
-            {"source": row["source"], "name": row["name"], "value": _json_value(row["value"])} for row in settings
+            {"source": row["source"], "name": row["name"], "value": json_value(row["value"])} for row in settings
         ],
-        "data": [{key: _json_value(value) for key, value in row.items()} for row in store.sparql(_DATA, run=run_id)],
+        "data": [{key: json_value(value) for key, value in row.items()} for row in store.sparql(_DATA, run=run_id)],
         "data_fingerprints": [
-            {key: _json_value(value) for key, value in row.items()} for row in store.sparql(_FINGERPRINTS, run=run_id)
+            {key: json_value(value) for key, value in row.items()} for row in store.sparql(_FINGERPRINTS, run=run_id)
         ],
     }
     plan["steps"] = _steps(plan)
     return plan
 
 
-def _json_value(value: Any) -> Any:
-    """A query's value as JSON holds it: datetimes in ISO 8601, non-finite numbers as strings."""
-    if isinstance(value, dt.datetime):
-        return value.isoformat()
-    if isinstance(value, float) and not math.isfinite(value):
-        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
-    return value
 
 
 def _software(store: ProvStore, run_id: str) -> list[dict[str, Any]]:
