@@ -213,8 +213,6 @@ def reproduction(
     return plan
 
 
-
-
 def _software(store: ProvStore, run_id: str) -> list[dict[str, Any]]:
     return store.sparql(
         """PREFIX prov: <http://www.w3.org/ns/prov#> PREFIX rdfs: <http://www.w3.org/2000/01/rdf-schema#>

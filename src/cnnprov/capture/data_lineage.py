@@ -146,7 +146,7 @@ def _indices_digest(values: list[int]) -> tuple[int, str]:
     """How many indices a subset takes and SHA-256 of them as little-endian int64."""
     digest = hashlib.sha256()
     for value in values:
-        digest.update(int(value).to_bytes(8, "little", signed=True))
+        digest.update(value.to_bytes(8, "little", signed=True))
     return len(values), digest.hexdigest()
 
 

@@ -64,7 +64,6 @@ class SplitFinder:
 
         seeds = [self._last[1]] if self._last is not None and self._last[0] == source_length else []
         global_seed = os.environ.get("PL_GLOBAL_SEED", "")
-        if global_seed.lstrip("-").isdigit():
+        if global_seed.isdigit() and int(global_seed) < 2**64:  # what a generator takes as its seed
             seeds.append(int(global_seed))
-        seeds += [torch.initial_seed(), *SEEDS_TRIED]
-        return list(dict.fromkeys(seed for seed in seeds if 0 <= seed < 2**64))
+        return list(dict.fromkeys([*seeds, torch.initial_seed(), *SEEDS_TRIED]))
