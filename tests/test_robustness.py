@@ -21,7 +21,7 @@ import subprocess
 import sys
 import textwrap
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +37,7 @@ from cnnprov.errors import StoreError, StoreLockedError
 from cnnprov.storage.advertisement import is_process_alive, read_holder
 from cnnprov.storage.location import StoreLocation
 
-from helpers import tiny_data, tiny_trainer
+from helpers import IS_ROOT, tiny_data, tiny_trainer, tmpfs
 
 TESTS = Path(__file__).resolve().parent
 
@@ -896,23 +896,27 @@ def test_a_real_trainer_records_hostile_hyperparameters_and_metric_names(tmp_pat
     assert values_of(path, "∞")[0]["value"] == math.inf
 
 
-def _file(tmp: Path) -> Path:
+def _file(tmp: Path, stack: ExitStack) -> Path:
     (tmp / "notes.txt").write_text("keep me")
     return tmp / "notes.txt"
 
 
-def _under_a_file(tmp: Path) -> Path:
-    return _file(tmp) / "provenance"  # fails for root too: no directory can be made inside a file
+def _under_a_file(tmp: Path, stack: ExitStack) -> Path:
+    return _file(tmp, stack) / "provenance"  # fails for root too: no directory can be made inside a file
 
 
-def _foreign_directory(tmp: Path) -> Path:
+def _foreign_directory(tmp: Path, stack: ExitStack) -> Path:
     (tmp / "data").mkdir()
     (tmp / "data" / "notes.txt").write_text("keep me")
     return tmp / "data"
 
 
-def _read_only(tmp: Path) -> Path:
-    (tmp / "locked").mkdir(mode=0o555)
+def _read_only(tmp: Path, stack: ExitStack) -> Path:
+    if IS_ROOT:  # root writes into any directory whatever its mode: a read-only filesystem stops it too
+        locked = stack.enter_context(tmpfs(tmp / "locked"))
+        subprocess.run(["mount", "-o", "remount,ro", str(locked)], check=True)
+    else:
+        (tmp / "locked").mkdir(mode=0o555)
     return tmp / "locked" / "provenance"
 
 
@@ -922,15 +926,16 @@ def _read_only(tmp: Path) -> Path:
         pytest.param(_file, "it is a file, not a directory", id="a-file"),
         pytest.param(_under_a_file, "notes.txt' is a file, not a directory", id="under-a-file"),
         pytest.param(_foreign_directory, "the directory holds other files", id="a-foreign-directory"),
-        pytest.param(
-            _read_only, "is not writable", id="read-only-parent",
-            marks=pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root writes anywhere"),
-        ),
-        pytest.param(lambda tmp: tmp / "missing" / "parents" / "provenance", None, id="missing-parents"),
+        pytest.param(_read_only, "is not writable", id="read-only-parent"),
+        pytest.param(lambda tmp, stack: tmp / "missing" / "parents" / "provenance", None, id="missing-parents"),
     ],
 )  # fmt: skip
 def test_a_store_path_gives_a_store_or_one_clear_error_and_touches_nothing(tmp_path, make_path, message):
-    path = make_path(tmp_path)
+    with ExitStack() as stack:
+        _a_store_path_gives_a_store_or_one_clear_error(tmp_path, make_path(tmp_path, stack), message)
+
+
+def _a_store_path_gives_a_store_or_one_clear_error(tmp_path: Path, path: Path, message: str | None) -> None:
     before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
     logger = ProvLogger(store=path)
     trainer = tiny_trainer(tmp_path / "root", logger, max_epochs=1, limit_train_batches=1, enable_checkpointing=False)
