@@ -17,7 +17,9 @@ import pyoxigraph as ox
 
 import cnnprov
 from cnnprov import ProvStore, RunRecorder
+from cnnprov.storage import local_handles
 from cnnprov.storage.advertisement import read_holder
+from cnnprov.storage.housekeeping import KEPT_INFO_LOGS
 from cnnprov.storage.local import wait_released
 
 LOSS_VALUES = (
@@ -64,6 +66,27 @@ def test_runs_without_a_session_each_open_and_let_go_of_the_store(tmp_path):
     wait_released(path)
     assert opens(path) == 2
     ox.Store(str(path))  # let go of: pyoxigraph itself can open it
+
+
+def test_a_sweep_that_wrote_memory_tables_to_disk_leaves_no_spare_write_ahead_logs(tmp_path, monkeypatch):
+    monkeypatch.setattr(local_handles, "MEMTABLE_QUADS", 100)  # a flush every run or two, as a long sweep's
+    path = tmp_path / "provenance"
+    with cnnprov.open_session(path, serve_reads=False) as session:
+        for index in range(6):
+            record(session, f"run-{index}", values=40)
+    wait_released(path)
+    spare = {log.name: log.stat().st_size for log in path.glob("*.log") if log.stat().st_size}
+    assert spare == {}, "RocksDB's recycled logs stayed behind the session"
+    assert len(ProvStore(path).runs()) == 6  # nothing of the records went with them
+
+
+def test_only_the_newest_old_information_logs_of_rocksdb_stay(tmp_path):
+    path = tmp_path / "provenance"
+    for index in range(KEPT_INFO_LOGS + 3):
+        record(path, f"run-{index}")
+    wait_released(path)
+    assert len(list(path.glob("LOG.old.*"))) == KEPT_INFO_LOGS
+    assert len(ProvStore(path).runs()) == KEPT_INFO_LOGS + 3
 
 
 def test_another_process_can_write_once_a_single_run_has_ended(tmp_path):

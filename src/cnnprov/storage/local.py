@@ -31,6 +31,7 @@ from cnnprov.errors import StoreError, StoreLockedError, StoreOpenInThisProcessE
 from cnnprov.storage.advertisement import advertise, read_holder, withdraw
 from cnnprov.storage.crashes import record_crashed_runs
 from cnnprov.storage.durable_notes import check, flush
+from cnnprov.storage.housekeeping import tidy
 from cnnprov.storage.local_handles import LocalReader, LocalTarget, SharedSession, Written
 from cnnprov.storage.location import StoreLocation
 from cnnprov.storage.opening import (
@@ -268,6 +269,7 @@ class LocalSession:
                 except Exception as error:  # the next open replays the log instead
                     log.warning("cnnprov could not write the provenance store's memory tables: %s", error)
                 del store  # the last reference: RocksDB closes and lets go of its lock
+                tidy(self.path, reopen=self._written.flushes > 0)
                 withdraw(self.path)
         finally:
             self._forget()

@@ -25,9 +25,11 @@ MEMTABLE_QUADS = 65_536
 
 
 class Written:
-    """Quads a session's targets wrote since the store's memory tables were last written to disk."""
+    """Quads a session's targets wrote since the store's memory tables were last written to disk,
+    and how often they were written before the session's end."""
 
     unflushed = 0
+    flushes = 0
 
 
 class LocalTarget:
@@ -98,6 +100,7 @@ class LocalTarget:
         if written.unflushed >= MEMTABLE_QUADS:
             flush(store, self.directory)  # GIL released too; a sweep's notes of runs now in table files go
             written.unflushed = 0
+            written.flushes += 1
 
     def replace(
         self, subject: ox.NamedNode, predicate: ox.NamedNode, graph: ox.NamedNode, objects: Iterable[Term] = ()
