@@ -29,7 +29,7 @@ def ml_schema_terms() -> set[str]:
 
 
 def _declared(ontology: rdflib.Graph) -> set[str]:
-    kinds = (OWL.Class, OWL.ObjectProperty, OWL.DatatypeProperty, RDFS.Datatype)
+    kinds = (OWL.Class, OWL.ObjectProperty, OWL.DatatypeProperty, RDFS.Datatype, OWL.NamedIndividual)
     return {str(s) for kind in kinds for s in ontology.subjects(RDF.type, kind) if str(s).startswith(CNNPROV_NS)}
 
 

@@ -178,28 +178,35 @@ def with_both_forms(graph: rdflib.Graph) -> rdflib.Graph:
     return graph
 
 
-def test_the_recorder_writes_both_forms_of_usage_generation_and_association_and_they_agree(run_turtle):
+def test_the_recorder_writes_the_qualified_form_where_it_carries_something_and_both_forms_agree(run_turtle):
     graph = rdflib.Graph().parse(data=run_turtle[1], format="turtle")
     pairs = {
         "used": (PROV.used, PROV.qualifiedUsage, PROV.entity),
         "generated": (PROV.wasGeneratedBy, PROV.qualifiedGeneration, PROV.activity),
         "associated": (PROV.wasAssociatedWith, PROV.qualifiedAssociation, PROV.agent),
     }
-    for name, (plain, qualified, target) in pairs.items():
+    qualified = {}
+    for name, (plain, qualifying, target) in pairs.items():
         plain_pairs = set(graph.subject_objects(plain))
-        qualified_pairs = {(s, graph.value(node, target)) for s, node in graph.subject_objects(qualified)}
+        qualified[name] = {(s, graph.value(node, target)) for s, node in graph.subject_objects(qualifying)}
         assert plain_pairs, name
-        if name != "generated":
-            assert plain_pairs == qualified_pairs, name
-            continue
-        # A metric value's or a series' generation is plain only (its time says all there is); the
-        # others (checkpoints above all, with a time of their own) have their qualified form too.
-        assert qualified_pairs <= plain_pairs
-        plain_only = {entity for entity, _ in plain_pairs - qualified_pairs}
-        value_classes = {MLS.ModelEvaluation, CP.MetricSeries, CP.LearningRateSeries}
-        assert plain_only and all(set(graph.objects(e, RDF.type)) & value_classes for e in plain_only)
-        checkpoints = set(graph.subjects(RDF.type, CP.Checkpoint))
-        assert checkpoints and checkpoints <= {entity for entity, _ in qualified_pairs}
+        assert qualified[name] <= plain_pairs, f"a qualified {name} the plain form does not state"
+        if name == "associated":
+            assert plain_pairs == qualified[name], name
+    # A usage is qualified where it has a role: the data a run trained and validated on. The usages of
+    # settings, the architecture and the environment have none, and are the plain prov:used alone.
+    roles = {graph.value(node, PROV.hadRole) for node in graph.objects(None, PROV.qualifiedUsage)}
+    assert roles == {CP.trainData, CP.validationData}
+    data = {entity for _, entity in qualified["used"]}
+    assert data == set(graph.subjects(RDF.type, MLS.Dataset))
+    assert len(set(graph.subject_objects(PROV.used))) > len(qualified["used"]) + 10
+    # A metric value's or a series' generation is plain only (its time says all there is); the
+    # others (checkpoints above all, with a time of their own) have their qualified form too.
+    plain_only = {entity for entity, _ in set(graph.subject_objects(PROV.wasGeneratedBy)) - qualified["generated"]}
+    value_classes = {MLS.ModelEvaluation, CP.MetricSeries, CP.LearningRateSeries}
+    assert plain_only and all(set(graph.objects(e, RDF.type)) & value_classes for e in plain_only)
+    checkpoints = set(graph.subjects(RDF.type, CP.Checkpoint))
+    assert checkpoints and checkpoints <= {entity for entity, _ in qualified["generated"]}
 
 
 # -- 2. prov reads the Turtle export ------------------------------------------------------------------

@@ -210,7 +210,7 @@ class RunRecorder(RunEvents):
                 attempt = self._state.attempt
                 node = self.log_checkpoint(resume_from)
                 if attempt is not None:
-                    self._add(attempt, PROV.used, node)
+                    self._add_all(records.resumed_from(attempt, node))
                 self.flush()
             return
         self._add_all(records.run_records(self.run, self.bundle, self.name, self.run_id, self.started_at, RUNNING, env))

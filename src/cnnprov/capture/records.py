@@ -3,9 +3,9 @@
 Nothing here does I/O, holds a writer or reads recorder state: the callers
 (:class:`~cnnprov.capture.recorder.RunRecorder`, the Optuna study recorder)
 decide when a record is due and what it numbers, and buffer what these return.
-A relation PROV-O also has in qualified form (usage, generation) gets that form
-when it is buffered (:func:`in_graph`, :func:`cnnprov.rdf.prov_forms.with_qualified_form`),
-so the builders list only the plain relations.
+A generation gets its qualified form when it is buffered (:func:`in_graph`,
+:func:`cnnprov.rdf.prov_forms.with_qualified_form`); a usage with a role (data,
+a checkpoint resumed from) is built with it (:func:`cnnprov.rdf.prov_forms.used_in_role`).
 """
 
 from __future__ import annotations
@@ -131,8 +131,13 @@ def attempt(
     if previous is not None:
         triples.append((node, PROV.wasInformedBy, previous))
     if checkpoint is not None:
-        triples.append((node, PROV.used, checkpoint))
+        triples += resumed_from(node, checkpoint)
     return triples + attempt_environment(node, env)  # each attempt is a process: where and how it ran
+
+
+def resumed_from(attempt: NamedNode, checkpoint: NamedNode) -> list[Triple]:
+    """The ``attempt`` used ``checkpoint`` in the role of the checkpoint it resumed training from."""
+    return prov_forms.used_in_role(attempt, checkpoint, CNNPROV.resumedCheckpoint)
 
 
 def plan(run: NamedNode, base: str, python_class: str) -> list[Triple]:
@@ -241,6 +246,15 @@ def data_node(run: NamedNode, role: str) -> NamedNode:
     return child(run, "data", role)
 
 
+#: A data role (``cnnprov:dataRole``) → the ``prov:Role`` the run's usage of the data had.
+DATA_USAGE_ROLES = {
+    "train": CNNPROV.trainData,
+    "validation": CNNPROV.validationData,
+    "test": CNNPROV.testData,
+    "predict": CNNPROV.predictData,
+}
+
+
 def dataset(
     run: NamedNode, role: str, dataset_class: str | None = None,
     sample_count: int | None = None, batch_size: int | None = None, batch_count: int | None = None,
@@ -262,7 +276,12 @@ def dataset(
     ):
         if value is not None:
             triples.append((node, prop, integer_literal(value)))
-    triples += [(run, PROV.used, node), (run, MLS.hasInput, node)]
+    usage_role = DATA_USAGE_ROLES.get(role)
+    if usage_role is not None:
+        triples += prov_forms.used_in_role(run, node, usage_role)
+    else:
+        triples.append((run, PROV.used, node))
+    triples.append((run, MLS.hasInput, node))
     return triples
 
 

@@ -328,7 +328,7 @@ class RunEvents(SetupEvents):
 
     # -- quads -------------------------------------------------------------
     def _add(self, subject: NamedNode, predicate: NamedNode, obj: Any) -> None:
-        """Buffer one triple of the run's graph; usage and generation get their qualified form too."""
+        """Buffer one triple of the run's graph; a generation gets its qualified form too."""
         writer = self._writer
         if writer is None:
             _not_started()

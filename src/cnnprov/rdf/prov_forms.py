@@ -2,10 +2,12 @@
 
 PROV-O states usage, generation and association both plainly (``prov:used``)
 and qualified (``prov:qualifiedUsage`` → a ``prov:Usage`` with ``prov:entity``).
-cnnprov writes both: the plain form keeps SPARQL simple, the qualified form is
-what PROV tools that follow the qualification pattern read. The qualified node
-is minted from the two ends of the relation, so writing a relation twice
-writes the same quads and the two forms always agree.
+cnnprov writes the plain form always (it keeps SPARQL simple) and the qualified
+form where it carries what the plain one cannot: a usage's role (:func:`used_in_role`),
+a generation's time, an association's plan. A roleless usage is the plain
+``prov:used`` alone. The qualified node is minted from the two ends of the
+relation, so writing a relation twice writes the same quads and the two forms
+always agree.
 """
 
 from __future__ import annotations
@@ -26,9 +28,20 @@ def _node(subject: NamedNode, kind: str, other: NamedNode) -> NamedNode:
     return child(subject, kind, digest)
 
 
-def usage(activity: NamedNode, entity: NamedNode) -> list[Triple]:
+def usage(activity: NamedNode, entity: NamedNode, role: NamedNode) -> list[Triple]:
+    """The qualified form of ``activity`` ``prov:used`` ``entity`` in ``role`` (a ``prov:Role``)."""
     node = _node(activity, "usage", entity)
-    return [(activity, PROV.qualifiedUsage, node), (node, RDF.type, PROV.Usage), (node, PROV.entity, entity)]
+    return [
+        (activity, PROV.qualifiedUsage, node),
+        (node, RDF.type, PROV.Usage),
+        (node, PROV.entity, entity),
+        (node, PROV.hadRole, role),
+    ]
+
+
+def used_in_role(activity: NamedNode, entity: NamedNode, role: NamedNode) -> list[Triple]:
+    """``activity`` ``prov:used`` ``entity``, plainly and qualified with the ``role`` it had."""
+    return [(activity, PROV.used, entity), *usage(activity, entity, role)]
 
 
 def generation(entity: NamedNode, activity: NamedNode) -> list[Triple]:
@@ -51,16 +64,15 @@ def generation_time(entity: NamedNode, time: Any) -> list[Triple]:
     return [(entity, PROV.qualifiedGeneration, node), (node, RDF.type, PROV.Generation), (node, PROV.atTime, time)]
 
 
-#: The plain relations that get a qualified twin, and how.
+#: The plain relations that get a qualified twin, and how (a usage gets one with its role only).
 QUALIFIERS = {
-    PROV.used: usage,
     PROV.wasGeneratedBy: generation,
     PROV.generatedAtTime: generation_time,
 }
 
 
 def with_qualified_form(subject: Any, predicate: Any, obj: Any) -> list[Triple]:
-    """The triple itself, plus its qualified form when PROV-O has one (usage, generation and its time)."""
+    """The triple itself, plus its qualified form where it is written (generation and its time)."""
     qualify = QUALIFIERS.get(predicate)
     triples = [(subject, predicate, obj)]
     if (

@@ -57,7 +57,7 @@ PROV = _Namespace(
     PROV_NS,
     """
     Activity Entity Agent Person SoftwareAgent Plan Bundle Collection
-    Association Usage Generation
+    Association Usage Generation Role
     startedAtTime endedAtTime generatedAtTime atTime
     used wasGeneratedBy wasAssociatedWith wasInformedBy wasDerivedFrom
     wasAttributedTo hadMember generated specializationOf
@@ -95,6 +95,7 @@ CNNPROV = _Namespace(
     negativeSlope alpha approximation dimension numParameters parameterShapes uninitializedParameterCount
     layerOrder architectureNote hasOperation operationIndex functionName operationArguments moduleName
     dataRole sampleCount batchSize batchCount
+    trainData validationData testData predictData resumedCheckpoint
     filePath fileSizeBytes sha256 monitoredMetric monitoredScore
     HyperparameterStudy partOfStudy trialNumber trialState objectiveValue optimizationDirection bestRun
     hyperparameterList stage epochCount completedEpochCount epochSecondsTotal slowestEpochSeconds
