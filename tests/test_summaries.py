@@ -361,7 +361,7 @@ def test_summaries_are_rewritten_at_an_epoch_start_at_most_once_a_while_and_alwa
 
     from cnnprov.capture import conversion
     from cnnprov.capture.conversion import MetricConverter, MetricRow, SummariesDue
-    from cnnprov.storage.writer import Update
+    from cnnprov.storage.write_items import Update
 
     run, bundle = NamedNode("https://example.org/run"), NamedNode("https://example.org/bundle")
     converter = MetricConverter(run, bundle, "https://example.org/")

@@ -14,7 +14,8 @@ from cnnprov import ProvStore, RunRecorder
 from cnnprov.errors import StoreError, StoreWriteError
 from cnnprov.storage.local_handles import LocalTarget
 from cnnprov.storage.location import StoreLocation
-from cnnprov.storage.writer import QuadWriter, Replace
+from cnnprov.storage.write_items import Replace, Update
+from cnnprov.storage.writer import QuadWriter
 
 G = ox.NamedNode("https://example.org/g")
 P = ox.NamedNode("https://example.org/p")
@@ -157,3 +158,63 @@ def test_a_failed_write_is_retried_with_what_the_items_converted_to_not_converte
     writer.close()
     assert conversions == [1, 2, 3]
     assert sorted(q.object.value for q in store) == ["101", "202", "303"]
+
+
+class CountsWrites(LocalTarget):
+    """A real store that counts its transactions; ``fail_updates`` refuses that many updates first."""
+
+    def __init__(self, store, fail_updates: int = 0) -> None:
+        super().__init__(store)
+        self.writes: list[str] = []
+        self.fail_updates = fail_updates
+
+    def extend(self, quads) -> None:
+        self.writes.append("extend")
+        super().extend(quads)
+
+    def update(self, sparql: str) -> None:
+        if self.fail_updates:
+            self.fail_updates -= 1
+            raise OSError("No space left on device")
+        self.writes.append("update")
+        super().update(sparql)
+
+
+def statistic(value: int) -> Update:
+    """A run's statistic rewritten, as the summaries' update does."""
+    run = f"GRAPH <{G.value}> {{ <https://example.org/run> <{P.value}>"
+    return Update(f"DELETE WHERE {{ {run} ?v }} }} ; INSERT DATA {{ {run} {value} }} }}")
+
+
+def test_a_few_quads_before_an_update_are_written_in_its_transaction(tmp_path):
+    store = ox.Store(str(tmp_path / "s"))
+    target = CountsWrites(store)
+    writer = QuadWriter(target)
+    for i in range(3):  # an epoch's start, then its summaries' update, then the rest of the epoch
+        writer.append(quad(i))
+    writer.append(statistic(1))
+    for i in range(3, 200):
+        writer.append(quad(i))
+    writer.flush()
+    assert target.writes == ["update", "extend"]  # not extend, update, extend
+    for i in range(200, 300):  # too many to fold: quads and the update each a transaction
+        writer.append(quad(i))
+    writer.append(statistic(2))
+    writer.close()
+    assert target.writes == ["update", "extend", "extend", "update"]
+    run = ox.NamedNode("https://example.org/run")
+    assert [q.object.value for q in store.quads_for_pattern(run, P, None, G)] == ["2"]
+    assert len(store) == 301  # every quad, and the statistic once
+
+
+def test_quads_folded_into_an_update_that_fails_are_kept_and_written_with_it_later(tmp_path):
+    store = ox.Store(str(tmp_path / "s"))
+    target = CountsWrites(store, fail_updates=1)
+    writer = QuadWriter(target)
+    writer.extend([quad(0), quad(1), statistic(7), quad(2)])
+    with pytest.raises(StoreWriteError, match="kept in memory and tried again"):
+        writer.flush()
+    assert len(store) == 0 and writer.pending == 4  # nothing half-written
+    writer.flush()
+    writer.close()
+    assert sorted(q.object.value for q in store) == ["0", "1", "2", "7"]

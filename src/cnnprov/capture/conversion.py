@@ -31,7 +31,7 @@ from cnnprov.rdf.vocab import (
     iri_segment,
     string_literal,
 )
-from cnnprov.storage.writer import Update
+from cnnprov.storage.write_items import Update
 
 log = logging.getLogger(__name__)
 

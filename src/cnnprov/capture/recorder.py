@@ -45,7 +45,8 @@ from cnnprov.rdf.vocab import (
 from cnnprov.storage.crashes import register_repair
 from cnnprov.storage.location import StoreLocation
 from cnnprov.storage.protocols import Session, WriteTarget
-from cnnprov.storage.writer import DEFAULT_MAX_BUFFERED, QuadWriter, Replace
+from cnnprov.storage.write_items import Replace
+from cnnprov.storage.writer import DEFAULT_MAX_BUFFERED, QuadWriter
 
 __all__ = ["FAILED", "RUNNING", "SUCCESS", "RunRecorder", "file_sha256"]
 

@@ -30,7 +30,8 @@ from cnnprov.rdf.prov_forms import Triple
 from cnnprov.rdf.vocab import CNNPROV, MLS, PROV, child, integer_literal, literal, string_literal
 from cnnprov.storage.durable_notes import DurableMark
 from cnnprov.storage.location import StoreLocation
-from cnnprov.storage.writer import QuadWriter, Replace
+from cnnprov.storage.write_items import Replace
+from cnnprov.storage.writer import QuadWriter
 
 #: Builds a MetricRow on the hot path without NamedTuple's Python-level constructor.
 _new_row = tuple.__new__

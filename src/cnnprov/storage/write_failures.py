@@ -17,6 +17,7 @@ from typing import Any
 from pyoxigraph import Quad
 
 from cnnprov.rdf.sparql import insert_operation, replace_operation
+from cnnprov.storage.write_items import Converted, Replace, Update
 
 log = logging.getLogger(__name__)
 
@@ -73,16 +74,14 @@ def recover(target: Any) -> None:
 
 def as_updates(items: Iterable[Any], convert: Callable[[Any], Any]) -> list[str]:
     """Waiting records as SPARQL Update requests, in order (what a spill file holds)."""
-    from cnnprov.storage.writer import Replace, Update, _Converted
-
     texts: list[str] = []
     quads: list[Quad] = []
     for item in items:
-        if not isinstance(item, (Quad, Replace, Update, _Converted)):
+        if not isinstance(item, (Quad, Replace, Update, Converted)):
             item = convert(item)
         if isinstance(item, Quad):
             quads.append(item)
-        elif isinstance(item, _Converted):
+        elif isinstance(item, Converted):
             quads.extend(item.quads)
         else:
             if quads:
