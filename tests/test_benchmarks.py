@@ -87,6 +87,11 @@ def test_scale_builds_a_sweep_and_times_every_bundled_query(tmp_path):
     timed = [name for name, result in queries.items() if "median_ms" in result]
     assert "runs" in timed and "lineage" in timed  # parameters were picked from the store, checkpoints included
     assert all("error" not in result for result in queries.values()), queries
+    floor = payload["engine_floor"]
+    counted, listed = floor["the same, counted (no row materialized)"], floor["one triple pattern (each mls:hasValue)"]
+    assert counted["rows"] == listed["rows"] > 0  # the same pattern, counted and listed
+    joined = floor["the least join that lists hyperparameters (5 patterns)"]["rows"]
+    assert joined % 3 == 0 and joined > 3 * 7  # each run's 7 hyperparameters and its optimizer's settings
 
 
 def test_memory_compares_peak_rss_of_a_short_and_a_long_run(tmp_path):
