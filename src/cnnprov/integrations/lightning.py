@@ -293,23 +293,21 @@ class ProvLogger(Logger):
         epoch, step = self._checkpoint_time(trainer)
         recorder = self._started()
         for path in self._seen_checkpoints.written_by(checkpoint_callback):
-            score = checkpoint_callback.best_k_models.get(path, checkpoint_callback.current_score)
-            recorder.log_checkpoint(
-                path,
-                epoch=epoch,
-                step=step,
-                monitor=checkpoint_callback.monitor,
-                score=float(score) if score is not None else None,
-            )
+            tensor = checkpoint_callback.best_k_models.get(path, checkpoint_callback.current_score)
+            score = float(tensor) if tensor is not None else None
+            recorder.log_checkpoint(path, epoch=epoch, step=step, monitor=checkpoint_callback.monitor, score=score)
         # A checkpoint on disk must be findable in the store (by its SHA-256) if the process dies
-        # next: a resumed fit finds its run through it. One written as the epoch ends is durable
-        # before the next epoch starts, which waits for it; one written mid-epoch is waited for here.
-        self.record_saved_checkpoints()  # any saved by hand before, and this one seen
-        recorder.flush(wait=trainer is None or not epoch_is_ending(trainer))
+        # next: a resumed fit finds its run through it. One written as the epoch ends goes with
+        # the epoch's end (one store write, not two), durable before the next epoch starts, which
+        # waits for it; one written mid-epoch is waited for here.
+        self.record_saved_checkpoints(hand_over=False)  # any saved by hand before, and this one seen
+        if trainer is None or not epoch_is_ending(trainer):
+            recorder.flush(wait=True)
 
-    def record_saved_checkpoints(self) -> None:
+    def record_saved_checkpoints(self, hand_over: bool = True) -> None:
         """Record the files saved through the Trainer that ``ModelCheckpoint`` did not tell of
-        (``trainer.save_checkpoint(path)`` by hand): the callback asks at each batch and epoch."""
+        (``trainer.save_checkpoint(path)`` by hand): the callback asks at each batch and epoch.
+        ``hand_over``: send their records on to the store at once (without waiting)."""
         io = self._checkpoint_io
         if io is None or not io.saved:
             return
@@ -319,7 +317,8 @@ class ProvLogger(Logger):
         for path in io.taken():
             if self._seen_checkpoints.is_new(path):
                 recorder.log_checkpoint(path, epoch=epoch, step=step)
-        recorder.flush(wait=False)
+        if hand_over:
+            recorder.flush(wait=False)
 
     def _file_saved(self) -> None:
         """The Trainer saved a checkpoint file. During a stage the callback records it (after
