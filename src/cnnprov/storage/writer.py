@@ -314,7 +314,7 @@ class QuadWriter:
             else:  # a Replace or an Update: after the quads before it
                 if isinstance(item, Update) and 0 < len(quads) <= FOLDED_QUADS:
                     # a few quads (an epoch's start) and the update (the summaries) in one transaction:
-                    # a store write costs ~0.5 ms however few quads it holds
+                    # a store write costs ~0.4 ms however few quads it holds (BENCHMARKS.md 0c)
                     target.update(f"{insert_operation(quads)} ;\n{item.sparql}")
                 else:
                     self._store_quads(quads)
