@@ -20,6 +20,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -375,6 +376,44 @@ def test_a_checkpoint_whose_record_a_kill_prevented_still_leads_back_to_its_run(
         sha=file_sha256(checkpoint),
     )
     assert used["index"] == 2 and used["by"].endswith(f"/run-{run_id}")
+    (role,) = ask(
+        store_path,
+        "SELECT ?role WHERE { ?a prov:qualifiedUsage [ prov:entity ?c ; prov:hadRole ?role ] ."
+        " ?c cnnprov:sha256 ?sha }",
+        sha=file_sha256(checkpoint),
+    )
+    assert role["role"] == "https://w3id.org/cnnprov/ns#resumedCheckpoint"  # the usage says what it was used as
+
+
+class WatchesItsLastBatchCheckpoint(DigitsCNN):
+    """In epoch 0's validation, waits (up to 10 s) for the store to hold the checkpoint its last batch saved."""
+
+    def __init__(self, store: Path, checkpoint: Path) -> None:
+        super().__init__()
+        self.store, self.checkpoint, self.seconds_to_record = store, checkpoint, None
+
+    def validation_step(self, batch, batch_idx):
+        if not self.trainer.sanity_checking and self.current_epoch == 0 and self.seconds_to_record is None:
+            started, sha = time.monotonic(), file_sha256(self.checkpoint)
+            while time.monotonic() - started < 10:
+                if ask(self.store, "SELECT ?c WHERE { ?c cnnprov:sha256 ?sha }", sha=sha):
+                    self.seconds_to_record = time.monotonic() - started
+                    break
+                time.sleep(0.02)
+            else:
+                self.seconds_to_record = math.inf
+        return super().validation_step(batch, batch_idx)
+
+
+def test_a_checkpoint_saved_by_the_last_batch_is_in_the_store_before_the_validation_after_it_ends(tmp_path):
+    # the epoch's end, which the next epoch start waits for, comes after this validation: a kill
+    # during it (a long one, a preemption) must not take the checkpoint's record with it
+    store = tmp_path / "provenance"
+    steps = ModelCheckpoint(dirpath=tmp_path / "steps", filename="{step}", every_n_train_steps=4, save_top_k=-1)
+    model = WatchesItsLastBatchCheckpoint(store, tmp_path / "steps" / "step=4.ckpt")  # 4 batches an epoch
+    trainer = tiny_trainer(tmp_path, ProvLogger(store=store), max_epochs=1, callbacks=[steps])
+    trainer.fit(model, datamodule=tiny_data())
+    assert model.seconds_to_record is not None and model.seconds_to_record < 10
 
 
 # ---------------------------------------------------------------------------

@@ -211,6 +211,20 @@ def test_a_run_without_settings_conforms_with_a_warning(run_export):
     assert "1 warning" in report.summary() and report.summary().startswith("ok")
 
 
+def test_a_roleless_qualified_usage_as_earlier_records_wrote_it_conforms_with_a_warning(run_export):
+    graph, run = fresh_graph(run_export)
+    setting = next(iter(graph.subjects(RDF.type, MLS.HyperParameterSetting)))
+    usage = URIRef(f"{run}/usage-0123456789abcdef")  # the twin every prov:used had before
+    graph.add((run, PROV.qualifiedUsage, usage))
+    graph.add((usage, RDF.type, PROV.Usage))
+    graph.add((usage, PROV.entity, setting))
+    report = validate_graph(graph)
+    assert report.conforms and report.violations == []
+    assert [(f.node, f.rule) for f in report.warnings] == [(str(usage), "cnnprovsh:UsageHasRole")]
+    # the usages a run records now all have a role: the run as exported draws no warning
+    assert validate_graph(fresh_graph(run_export)[0]).warnings == []
+
+
 def test_a_graph_that_records_no_run_is_reported():
     graph = rdflib.Graph(identifier=URIRef("https://example.org/not-a-run"))
     graph.add((URIRef("https://example.org/x"), RDF.type, PROV.Entity))

@@ -218,3 +218,14 @@ def test_quads_folded_into_an_update_that_fails_are_kept_and_written_with_it_lat
     writer.flush()
     writer.close()
     assert sorted(q.object.value for q in store) == ["0", "1", "2", "7"]
+
+
+def test_an_update_with_a_prologue_is_not_folded_since_oxigraph_takes_prefix_only_first(tmp_path):
+    store = ox.Store(str(tmp_path / "s"))
+    target = CountsWrites(store)
+    writer = QuadWriter(target)
+    prefixed = Update(f"PREFIX ex: <https://example.org/>\nINSERT DATA {{ GRAPH <{G.value}> {{ ex:run ex:p 5 }} }}")
+    writer.extend([quad(0), prefixed])
+    writer.close()
+    assert target.writes == ["extend", "update"]
+    assert len(store) == 2

@@ -296,13 +296,14 @@ class ProvLogger(Logger):
             tensor = checkpoint_callback.best_k_models.get(path, checkpoint_callback.current_score)
             score = float(tensor) if tensor is not None else None
             recorder.log_checkpoint(path, epoch=epoch, step=step, monitor=checkpoint_callback.monitor, score=score)
-        # A checkpoint on disk must be findable in the store (by its SHA-256) if the process dies
-        # next: a resumed fit finds its run through it. One written as the epoch ends goes with
-        # the epoch's end (one store write, not two), durable before the next epoch starts, which
-        # waits for it; one written mid-epoch is waited for here.
+        # A checkpoint on disk must be findable (by its SHA-256) if the process dies next: a resumed
+        # fit finds its run through it. One saved mid-epoch is waited for here, one on the last batch
+        # sent on (a validation may follow), one after the validation goes with the epoch's end.
         self.record_saved_checkpoints(hand_over=False)  # any saved by hand before, and this one seen
         if trainer is None or not epoch_is_ending(trainer):
             recorder.flush(wait=True)
+        elif self._callback is None or not self._callback.epoch_finishing:
+            recorder.flush(wait=False)
 
     def record_saved_checkpoints(self, hand_over: bool = True) -> None:
         """Record the files saved through the Trainer that ``ModelCheckpoint`` did not tell of

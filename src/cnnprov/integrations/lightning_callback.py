@@ -58,6 +58,8 @@ class ProvCallback(Callback):
         self._optimizer_indices = {id(optimizer): i for i, optimizer in enumerate(trainer.optimizers)}
         self._epoch = None
         self._open_epoch = None
+        #: the epoch's batches and its validation are over (a checkpoint now is the epoch's last)
+        self.epoch_finishing = False
         self._trace_step = True
         # an IterableDataset has no length: its batch count is what the first epoch took from it
         self._count_batches = math.isinf(trainer.num_training_batches)
@@ -83,11 +85,16 @@ class ProvCallback(Callback):
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._steps(False)
 
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        # before ModelCheckpoint's own on_validation_end (Lightning runs checkpoint callbacks last)
+        self.epoch_finishing = epoch_is_ending(trainer)
+
     def on_test_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._steps(False)
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._steps(False)
+        self.epoch_finishing = True
         recorder = self._recorder()
         if self._count_batches and recorder is not None:
             self._count_batches = False
@@ -116,6 +123,7 @@ class ProvCallback(Callback):
 
     def _enter_epoch(self, trainer: Trainer) -> None:
         self._epoch = trainer.current_epoch
+        self.epoch_finishing = False
         recorder = self._recorder()
         if recorder is None:
             return
@@ -131,6 +139,7 @@ class ProvCallback(Callback):
         if self._epoch != trainer.current_epoch:
             # resumed from a mid-epoch checkpoint: Lightning goes on without on_train_epoch_start
             self._enter_epoch(trainer)
+        self.epoch_finishing = False  # training again after a validation inside the epoch
         recorder = self._recorder()
         if recorder is not None:
             recorder.step_started()

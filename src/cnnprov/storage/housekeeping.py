@@ -33,7 +33,7 @@ def tidy(path: Path, reopen: bool) -> None:
     if reopen:
         try:
             reopened = ox.Store(str(path))
-        except OSError as error:  # another process took the store meanwhile: its open deletes them
+        except Exception as error:  # another process took it meanwhile (its open deletes them), or worse
             log.debug("cnnprov left RocksDB's spare logs in %s: %s", path, error)
         else:
             del reopened
@@ -47,5 +47,5 @@ def prune_info_logs(path: Path, keep: int = KEPT_INFO_LOGS) -> None:
         old = sorted(path.glob("LOG.old.*"), key=lambda file: file.name)
         for file in old[: max(0, len(old) - keep)]:
             file.unlink(missing_ok=True)
-    except OSError as error:
+    except Exception as error:
         log.debug("cnnprov could not remove RocksDB's old information logs in %s: %s", path, error)

@@ -269,8 +269,8 @@ class LocalSession:
                 except Exception as error:  # the next open replays the log instead
                     log.warning("cnnprov could not write the provenance store's memory tables: %s", error)
                 del store  # the last reference: RocksDB closes and lets go of its lock
+                withdraw(self.path)  # first: readers elsewhere open the store themselves from now on
                 tidy(self.path, reopen=self._written.flushes > 0)
-                withdraw(self.path)
         finally:
             self._forget()
             self._released.set()

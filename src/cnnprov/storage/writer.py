@@ -17,6 +17,7 @@ import atexit
 import contextlib
 import logging
 import queue
+import re
 import threading
 import time
 import weakref
@@ -46,6 +47,8 @@ DEFAULT_HAND_OVER_S = 0.05
 TRANSACTION_QUADS = 16_384
 #: Quads before an update written with it, as its ``INSERT DATA``, when they are this few at most.
 FOLDED_QUADS = 64
+#: An update that opens with a prologue: Oxigraph takes ``PREFIX``/``BASE`` only at a request's start.
+_PROLOGUE = re.compile(r"\s*(PREFIX|BASE)\b", re.IGNORECASE)
 
 
 class QuadWriter:
@@ -312,7 +315,7 @@ class QuadWriter:
             elif isinstance(item, Converted):
                 quads.extend(item.quads)
             else:  # a Replace or an Update: after the quads before it
-                if isinstance(item, Update) and 0 < len(quads) <= FOLDED_QUADS:
+                if isinstance(item, Update) and 0 < len(quads) <= FOLDED_QUADS and not _PROLOGUE.match(item.sparql):
                     # a few quads (an epoch's start) and the update (the summaries) in one transaction:
                     # a store write costs ~0.4 ms however few quads it holds (BENCHMARKS.md 0c)
                     target.update(f"{insert_operation(quads)} ;\n{item.sparql}")
