@@ -4,7 +4,8 @@
   files, to reuse them (Oxigraph sets ``recycle_log_file_num``), and deletes them only when a
   store opens. A session that wrote its memory tables to disk on the way (a sweep) left them,
   tens of MB each, in the directory until the next open: 131 MiB for a 100-run sweep whose
-  records take 69.
+  records take 69. The log of a session's last writes (at most one memory table's worth, a few MB
+  for a run) stays until the next open: deleting it too would cost every run one more open.
 - **Old information logs.** Every open renames RocksDB's ``LOG`` (its options and events, ~130
   KiB) to ``LOG.old.<time>``, and RocksDB keeps a thousand of them: a store that a thousand runs
   opened carried ~130 MB of them. The newest few are kept for whoever diagnoses RocksDB.
