@@ -28,20 +28,16 @@ def _node(subject: NamedNode, kind: str, other: NamedNode) -> NamedNode:
     return child(subject, kind, digest)
 
 
-def usage(activity: NamedNode, entity: NamedNode, role: NamedNode) -> list[Triple]:
-    """The qualified form of ``activity`` ``prov:used`` ``entity`` in ``role`` (a ``prov:Role``)."""
+def used_in_role(activity: NamedNode, entity: NamedNode, role: NamedNode) -> list[Triple]:
+    """``activity`` ``prov:used`` ``entity``, plainly and qualified with the ``role`` (a ``prov:Role``) it had."""
     node = _node(activity, "usage", entity)
     return [
+        (activity, PROV.used, entity),
         (activity, PROV.qualifiedUsage, node),
         (node, RDF.type, PROV.Usage),
         (node, PROV.entity, entity),
         (node, PROV.hadRole, role),
     ]
-
-
-def used_in_role(activity: NamedNode, entity: NamedNode, role: NamedNode) -> list[Triple]:
-    """``activity`` ``prov:used`` ``entity``, plainly and qualified with the ``role`` it had."""
-    return [(activity, PROV.used, entity), *usage(activity, entity, role)]
 
 
 def generation(entity: NamedNode, activity: NamedNode) -> list[Triple]:

@@ -315,9 +315,7 @@ class QuadWriter:
             elif isinstance(item, Converted):
                 quads.extend(item.quads)
             else:  # a Replace or an Update: after the quads before it
-                if isinstance(item, Update) and 0 < len(quads) <= FOLDED_QUADS and not _PROLOGUE.match(item.sparql):
-                    # a few quads (an epoch's start) and the update (the summaries) in one transaction:
-                    # a store write costs ~0.4 ms however few quads it holds (BENCHMARKS.md 0c)
+                if _folds(item, quads):  # one transaction: a write costs ~0.4 ms however small
                     target.update(f"{insert_operation(quads)} ;\n{item.sparql}")
                 else:
                     self._store_quads(quads)
@@ -371,6 +369,12 @@ class QuadWriter:
                 f"cnnprov could not write {len(self._failed)} buffered records to the provenance "
                 f"store ({error}); they are kept in memory and tried again"
             ) from error
+
+
+def _folds(item: Replace | Update, quads: list[Quad]) -> bool:
+    """Whether the few ``quads`` before ``item`` (an epoch's start before the summaries' update) go
+    into it as its ``INSERT DATA`` (BENCHMARKS.md 0c)."""
+    return isinstance(item, Update) and 0 < len(quads) <= FOLDED_QUADS and not _PROLOGUE.match(item.sparql)
 
 
 def _no_conversion(item: Any) -> Iterable[Quad]:
