@@ -174,19 +174,43 @@ def push(args: argparse.Namespace) -> int:
             print(f"sent {sent} batches from '{path}' to {target}", file=sys.stderr)
     return 0
 
+def compact(args: argparse.Namespace) -> int:
+    from cnnprov.storage.compaction import compact as compact_store
+
+    location = StoreLocation.parse(args.store)
+
+    def progress(copied: int, total: int) -> None:
+        if copied == 0:
+            print(f"compacting '{location}' ({total:,} quads) into '{args.output}' ...", file=sys.stderr, flush=True)
+        else:
+            print(f"copied {copied:,} of {total:,} quads", file=sys.stderr, flush=True)
+
+    done = compact_store(location, args.output, progress=progress)
+    print(
+        f"'{args.output}': {done.quads:,} quads in {done.graphs:,} graphs, {_mib(done.output_bytes)} "
+        f"({done.output_bytes / max(done.source_bytes, 1):.0%} of the store's {_mib(done.source_bytes)}), "
+        f"in {done.seconds:.1f} s; '{location}' is unchanged"
+    )
+    return 0
+
+
+def _mib(size: int) -> str:
+    return f"{size / 2**20:.1f} MiB"
+
+
 def serve(args: argparse.Namespace) -> int:
     import time
 
     from cnnprov.storage.advertisement import advertise, read_holder, withdraw
     from cnnprov.storage.endpoint import ReadEndpoint
-    from cnnprov.storage.local import open_store_to_serve
+    from cnnprov.storage.local import open_existing_store
 
     location = StoreLocation.parse(args.store)
     if location.path is None:
         raise StoreError(f"'{location}' is a SPARQL endpoint already: give `serve` a store directory")
     path = location.path
     try:
-        store = open_store_to_serve(location)
+        store = open_existing_store(location)
     except StoreError:
         holder = read_holder(path)
         if holder is not None and holder.url and holder.alive is not False:

@@ -368,9 +368,10 @@ def open_local_reader(location: StoreLocation) -> Any:
         time.sleep(0.05)
 
 
-def open_store_to_serve(location: StoreLocation) -> ox.Store:
-    """An existing embedded store, opened to be served (``cnnprov serve``): waits up to
-    ``read_wait_s`` for a run that has just let go of it, then raises :class:`StoreLockedError`."""
+def open_existing_store(location: StoreLocation) -> ox.Store:
+    """An existing embedded store, opened for writing to be served or copied (``cnnprov serve``,
+    ``cnnprov compact``): waits up to ``read_wait_s`` for a run that has just let go of it, then
+    raises :class:`StoreLockedError`."""
     assert location.path is not None
     check_readable(location.path)
     return _checked(_open_waiting(location.path, location.read_wait_s), location.path)
