@@ -78,8 +78,10 @@ def test_scale_builds_a_sweep_and_times_every_bundled_query(tmp_path):
         "store_mib",
         "peak_rss_mib_after_recording",
         "bytes_per_value",
+        "compacted_store_mib",
     ):
         assert write[field] > 0
+    assert write["compacted_store_mib"] < write["store_mib_released"]  # the copy's table files are compressed
     assert write["step_values"] == "series"
     queries = payload["queries"]
     assert set(queries) == {*bundled_queries(), "ProvStore.metric_values"}
