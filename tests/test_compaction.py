@@ -13,7 +13,7 @@ from cnnprov.errors import StoreError, StoreOpenInThisProcessError
 from cnnprov.storage.compaction import PARTIAL_MARKER, compact
 from cnnprov.storage.local import wait_released
 
-from helpers import ok
+from helpers import ok, tmpfs
 
 
 def _quads(path: Path) -> set[str]:
@@ -103,3 +103,12 @@ def test_the_command_says_what_it_wrote(source: Path, tmp_path: Path) -> None:
     out = ok("compact", "--store", source, tmp_path / "copy")
     assert "quads in 2 graphs" in out and "unchanged" in out
     assert _quads(tmp_path / "copy") == _quads(source)
+
+
+def test_a_full_disk_is_a_clear_error_that_leaves_nothing(source: Path, tmp_path: Path) -> None:
+    before = _quads(source)
+    with tmpfs(tmp_path / "disk", size="300k") as disk:
+        with pytest.raises(StoreError, match=r"cannot write the copy .* free space"):
+            compact(source, disk / "copy")
+        assert list(disk.iterdir()) == []
+    assert _quads(source) == before

@@ -74,15 +74,22 @@ def compact(
         partial = _partial(output_path)
         try:
             graphs = _copy(store, partial, total, progress)
+            notes = source_path / NOTES_FILE
+            if notes.is_file():  # a loss its notes record is still said when the copy is opened
+                shutil.copy2(notes, partial / NOTES_FILE)
+        except OSError as error:  # a full disk, most often: RocksDB's "IO error: No space left on device"
+            shutil.rmtree(partial, ignore_errors=True)
+            raise StoreError(
+                f"cannot write the copy at '{partial}': {error}. Nothing was left at '{output_path}' and "
+                f"'{source_path}' is unchanged: free space (the copy takes about 60 % of the store) or give "
+                f"another directory"
+            ) from None
         except BaseException:
             shutil.rmtree(partial, ignore_errors=True)
             raise
     finally:
         del store
         prune_info_logs(source_path)  # the open left one more of RocksDB's old information logs
-    notes = source_path / NOTES_FILE
-    if notes.is_file():  # a loss its notes record is still said when the copy is opened
-        shutil.copy2(notes, partial / NOTES_FILE)
     (partial / PARTIAL_MARKER).unlink()
     if output_path.is_dir():
         output_path.rmdir()  # empty, as _check_output found it
